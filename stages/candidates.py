@@ -1,0 +1,187 @@
+"""Stage `candidates` (one run per fold): per domain, the items the ranker will choose from, for each user.
+
+In:  `data/merged/{users,items,interactions}.parquet`, `data/merged/matrix_<fold>.npz`, `models/als/<fold>/*.npy`,
+     `data/prepared/<domain>/windows.json`.
+Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_score, als_rank, pop_rank
+     (ranks from 1; missing when the item did not come from that source).
+
+Sources (their union; a candidate from both carries both ranks):
+- ALS: the `n_als` items of the domain with the highest user x item score. Every user with history in either
+  domain has a taste vector, so a user new to this domain gets candidates too: the cross-domain point.
+- popular: the `n_popular` items of the domain with the most events in the last `popular_days` before the cut-off.
+Items the user already has in this domain are excluded from both; so are items with no event before the cut-off.
+
+Users per fold: train -> users with events in the label window; holdout -> users with events in the holdout
+window; final -> the target users (test files and targets files).
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # batched scoring is many small products: threads only fight
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, TS, USER, USER_IDX,  # noqa: E402
+                           WINDOW, check_range, fold_cutoff, fold_label_window, load_params, progress,
+                           read_json, run_stage, write_parquet)
+
+log = logging.getLogger("pipeline.candidates")
+
+BATCH_USERS = 4096
+
+
+def top_n_items(user_vectors: np.ndarray, item_vectors: np.ndarray, excluded: sp.csr_matrix, n: int,
+                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The n highest-scoring items per user, best first, by dot product.
+
+    Args:
+        user_vectors: users x factors; item_vectors: items x factors.
+        excluded: users x items, non-zero where an item must not be returned (seen items).
+        n: how many items per user.
+        allowed: boolean mask over items; False items are never returned.
+
+    Returns:
+        (items users x n int32, scores users x n float32); slots beyond a user's available items hold
+        item -1 and score -inf.
+    """
+    n_users, n_items = user_vectors.shape[0], item_vectors.shape[0]
+    n_take = min(n, n_items)
+    items_out = np.full((n_users, n_take), -1, dtype=np.int32)
+    scores_out = np.full((n_users, n_take), -np.inf, dtype=np.float32)
+    if n_take == 0 or n_users == 0:
+        return items_out, scores_out
+    blocked = None if allowed is None else ~allowed
+    for start in progress(range(0, n_users, BATCH_USERS), desc="scoring", unit="batch"):
+        stop = min(start + BATCH_USERS, n_users)
+        scores = user_vectors[start:stop] @ item_vectors.T
+        if blocked is not None:
+            scores[:, blocked] = -np.inf
+        seen = excluded[start:stop].tocoo()
+        scores[seen.row, seen.col] = -np.inf
+        # argpartition picks the top n without sorting whole rows; then sort only those n.
+        part = np.argpartition(-scores, n_take - 1, axis=1)[:, :n_take] if n_take < n_items else \
+            np.tile(np.arange(n_items), (stop - start, 1))
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        best = np.take_along_axis(part, order, axis=1)
+        best_scores = np.take_along_axis(part_scores, order, axis=1)
+        best[~np.isfinite(best_scores)] = -1
+        items_out[start:stop], scores_out[start:stop] = best, best_scores
+    return items_out, scores_out
+
+
+def popular_items(events: pd.DataFrame, *, cutoff: int, days: float, n_items: int) -> np.ndarray:
+    """Item indices of a domain ordered by events in the `days` before `cutoff` (ties: all-time count, index).
+
+    Items with no event before the cut-off are left out.
+    """
+    before = events[events[TS] < cutoff]
+    recent = before[before[TS] >= cutoff - int(days * NS_PER_DAY)]
+    recent_count = np.bincount(recent[ITEM_IDX].to_numpy(), minlength=n_items)
+    total_count = np.bincount(before[ITEM_IDX].to_numpy(), minlength=n_items)
+    order = np.lexsort((np.arange(n_items), -total_count, -recent_count))
+    return order[total_count[order] > 0].astype(np.int32)
+
+
+def _to_long(users: np.ndarray, items: np.ndarray, rank_name: str) -> pd.DataFrame:
+    n = items.shape[1]
+    frame = pd.DataFrame({USER_IDX: np.repeat(users, n).astype(np.int32), ITEM_IDX: items.ravel(),
+                          rank_name: np.tile(np.arange(1, n + 1, dtype=np.float32), len(users))})
+    return frame[frame[ITEM_IDX] >= 0]
+
+
+def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
+                    popular: np.ndarray, has_history: np.ndarray, *, n_als: int, n_popular: int
+                    ) -> pd.DataFrame:
+    """Candidates of one domain for the given users.
+
+    Args:
+        users: user_idx values to make candidates for.
+        seen: all users x the domain's items; non-zero = seen in this domain (excluded).
+        user_factors: all users x factors; item_factors: the domain's items x factors.
+        popular: the domain's items by recent popularity (see popular_items).
+        has_history: per user, True when the user has any event in either domain (ALS can score them).
+
+    Returns:
+        user_idx, item_idx, als_score, als_rank, pop_rank: one row per (user, candidate item).
+    """
+    alive = np.zeros(item_factors.shape[0], dtype=bool)
+    alive[popular] = True
+    als_users = users[has_history[users]]
+    als_items, _ = top_n_items(user_factors[als_users], item_factors, seen[als_users], n_als, allowed=alive)
+    als = _to_long(als_users, als_items, "als_rank")
+
+    # Popular: the top list minus what the user has seen; a few extra slots absorb the seen ones.
+    top = popular[: n_popular + 20]
+    pop = pd.DataFrame({USER_IDX: np.repeat(users, len(top)).astype(np.int32),
+                        ITEM_IDX: np.tile(top, len(users)),
+                        "pop_rank": np.tile(np.arange(1, len(top) + 1, dtype=np.float32), len(users))})
+    seen_sub = seen[users].tocoo()
+    seen_keys = users[seen_sub.row].astype(np.int64) * seen.shape[1] + seen_sub.col
+    pop_keys = pop[USER_IDX].to_numpy(np.int64) * seen.shape[1] + pop[ITEM_IDX].to_numpy()
+    pop = pop[~np.isin(pop_keys, seen_keys)]
+    pop = pop[pop.groupby(USER_IDX).cumcount() < n_popular]
+
+    cands = als.merge(pop, on=[USER_IDX, ITEM_IDX], how="outer")
+    u = cands[USER_IDX].to_numpy()
+    i = cands[ITEM_IDX].to_numpy()
+    cands["als_score"] = np.einsum("ij,ij->i", user_factors[u], item_factors[i]).astype(np.float32)
+    return cands.sort_values([USER_IDX, ITEM_IDX], kind="stable").reset_index(drop=True)
+
+
+def target_users(fold: str, domain: str, interactions: pd.DataFrame, targets: np.ndarray) -> np.ndarray:
+    """user_idx of the users a fold makes candidates for in a domain (see the module docstring)."""
+    if fold == "final":
+        return np.unique(targets).astype(np.int32)
+    window = fold_label_window(fold)
+    mask = (interactions[DOMAIN] == domain) & (interactions[WINDOW] == window)
+    return np.unique(interactions.loc[mask, USER_IDX].to_numpy()).astype(np.int32)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fold", choices=FOLDS)
+    parser.add_argument("--out", default="data/candidates")
+    args = parser.parse_args(argv)
+    params = load_params()["candidates"]
+    check_range("candidates.n_als", params["n_als"], 1, integer=True)
+    check_range("candidates.n_popular", params["n_popular"], 1, integer=True)
+    check_range("candidates.popular_days", params["popular_days"], 0.0, low_open=True)
+    windows = read_json("data/prepared/smm/windows.json")
+    cutoff = fold_cutoff(windows, args.fold)
+    users_map = pd.read_parquet("data/merged/users.parquet")
+    items = pd.read_parquet("data/merged/items.parquet")
+    interactions = pd.read_parquet("data/merged/interactions.parquet",
+                                   columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, WINDOW])
+    matrix = sp.load_npz(f"data/merged/matrix_{args.fold}.npz").tocsr()
+    user_factors = np.load(f"models/als/{args.fold}/user_factors.npy")
+    item_factors = np.load(f"models/als/{args.fold}/item_factors.npy")
+    has_history = np.diff(matrix.indptr) > 0
+    parts = []
+    for domain in DOMAINS:
+        cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
+        domain_events = interactions[interactions[DOMAIN] == domain]
+        targets = pd.read_parquet(f"data/prepared/{domain}/targets.parquet")[USER]
+        target_idx = users_map.set_index(USER).loc[targets.to_numpy(), USER_IDX].to_numpy()
+        users = target_users(args.fold, domain, interactions, target_idx)
+        popular = popular_items(domain_events, cutoff=cutoff, days=params["popular_days"], n_items=len(cols))
+        seen = matrix[:, cols[0]:cols[-1] + 1] if len(cols) else matrix[:, :0]
+        cands = make_candidates(users, seen, user_factors, item_factors[cols], popular, has_history,
+                                n_als=params["n_als"], n_popular=params["n_popular"])
+        cands.insert(1, DOMAIN, pd.Categorical([domain] * len(cands), categories=list(DOMAINS)))
+        log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,
+                 domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))
+        parts.append(cands)
+    write_parquet(pd.concat(parts, ignore_index=True), Path(args.out) / f"{args.fold}.parquet")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,183 @@
+"""Shared vocabulary of the pipeline: column names, domains, folds, params, atomic I/O and the CLI wrapper.
+
+Every stage imports its names from here, so a column or a path is spelled in one place.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+DOMAINS = ("smm", "zvuk")
+"""smm: MegaMarket (e-commerce), zvuk: Zvuk (music streaming). They share one user-id space."""
+
+# Column names of the raw hackathon files, in the order each real file has them (DATA.md).
+USER, ITEM, TS, RATING = "user_id", "item_id", "timestamp", "rating"
+RAW_COLUMNS = {
+    "smm": (USER, ITEM, TS, RATING),
+    "zvuk": (USER, TS, ITEM, RATING),
+}
+RAW_RATING_DTYPE = {"smm": "float64", "zvuk": "int64"}
+
+# Internal columns.
+USER_IDX, ITEM_IDX, COL = "user_idx", "item_idx", "col"
+DOMAIN = "domain"
+WINDOW = "window"
+
+# Folds: the same pipeline run at three cut-off moments (see README, "Evaluation").
+#   train:   history before the label window, labels in the label window -> the holdout ranker learns here
+#   holdout: history before the holdout window, truth in the holdout    -> metrics; the final ranker learns here
+#   final:   all history, no labels                                      -> the submission
+FOLDS = ("train", "holdout", "final")
+WINDOW_NAMES = ("history", "label", "holdout")
+
+K = 10
+"""Length of every recommendation list (the hackathon's NDCG@10)."""
+
+NS_PER_DAY = 86_400 * 10**9
+
+
+def fold_cutoff(windows: dict[str, int], fold: str) -> int:
+    """The moment a fold stands at: it may see events strictly before it, never after."""
+    return {"train": windows["label_start"], "holdout": windows["holdout_start"], "final": windows["end"] + 1}[fold]
+
+
+def fold_label_window(fold: str) -> str | None:
+    """The window whose events a fold is judged on (None: the real, unknown future)."""
+    return {"train": "label", "holdout": "holdout", "final": None}[fold]
+
+log = logging.getLogger("pipeline")
+
+
+class PipelineError(Exception):
+    """A problem the user can fix (bad input, bad parameter): printed as one line, no traceback."""
+
+
+# ---------------------------------------------------------------- params
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml as a dict."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def check_range(name: str, value: Any, low: float | None = None, high: float | None = None,
+                *, integer: bool = False, low_open: bool = False) -> None:
+    """Raise PipelineError naming `name` and the allowed range when `value` is outside it."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else f"<= {high}"
+        kind = "an integer" if integer else "a number"
+        allowed = " and ".join(x for x in (lo, hi) if x)
+        raise PipelineError(f"params.yaml: {name}={value!r} is out of range: must be {kind} {allowed}".rstrip())
+
+
+# ---------------------------------------------------------------- atomic output
+
+
+def _atomic_target(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return path, Path(tmp)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)  # atomic on POSIX: a reader sees the old file or the whole new one
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a parquet file atomically (temporary name, then rename), without the pandas index."""
+    path, tmp = _atomic_target(path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write JSON atomically, keys sorted so that diffs stay small."""
+    path, tmp = _atomic_target(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(text: str, path: str | Path) -> None:
+    path, tmp = _atomic_target(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_npy(array: np.ndarray, path: str | Path) -> None:
+    path, tmp = _atomic_target(path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_npz_sparse(matrix, path: str | Path) -> None:
+    import scipy.sparse as sp
+
+    path, tmp = _atomic_target(path)
+    try:
+        with open(tmp, "wb") as fh:
+            sp.save_npz(fh, matrix, compressed=False)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def run_stage(main: Callable[[list[str]], None]) -> None:
+    """Run a stage's main(): user errors become one line on stderr and exit code 1, no traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    try:
+        main(sys.argv[1:])
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def progress(iterable, **kwargs):
+    """tqdm progress on a terminal, silent otherwise (CI logs and dvc repro stay readable)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=not sys.stderr.isatty(), mininterval=1.0, **kwargs)

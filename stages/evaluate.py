@@ -1,0 +1,151 @@
+"""Stage `evaluate`: how the holdout fold's lists did on the holdout window, for popular, ALS-only and final.
+
+In:  `data/recs/holdout.parquet`, `data/candidates/holdout.parquet`, `data/merged/interactions.parquet`,
+     `data/merged/items.parquet`, `data/merged/matrix_holdout.npz`.
+Out: `metrics/holdout/{popular,als,final}.json` (per model: score = geometric mean of the domains' NDCG@10; per
+     domain and segment: NDCG@10, HitRate@10, Recall@10; per domain: catalog coverage),
+     `metrics/holdout/users.json` (truth users per domain and segment), `metrics/candidates.json` (candidate
+     recall per source and in total), and CSV tables under `metrics/plots/` for `dvc plots`.
+
+Truth of a user in a domain: the items they had in the holdout window and not before it (seen items are
+never recommended, so a repeat could not be hit). Users whose truth is empty are not scored.
+NDCG@10 is the one of DATA.md: binary relevance, DCG over the first 10 distinct items, IDCG over
+min(|truth|, 10) positions, averaged over truth users, a user without a list scoring 0.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from stages.cold_split import MODELS, SEGMENTS
+from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, run_stage, write_json,
+                           write_text)
+
+log = logging.getLogger("pipeline.evaluate")
+
+RECALL_DEPTHS = (10, 20, 50, 100, 200, 500)
+
+
+def per_user_metrics(recs: pd.DataFrame, truth: pd.DataFrame, k: int = K) -> pd.DataFrame:
+    """NDCG@k, HitRate@k and Recall@k of every truth user.
+
+    Args:
+        recs: user_idx, rank (1 = best), item_idx.
+        truth: user_idx, item_idx (relevant items; duplicates ignored).
+
+    Returns:
+        index user_idx (every truth user), columns ndcg, hit, recall.
+    """
+    truth = truth[[USER_IDX, ITEM_IDX]].drop_duplicates()
+    recs = recs.sort_values([USER_IDX, "rank"], kind="stable").drop_duplicates([USER_IDX, ITEM_IDX])
+    recs = recs.assign(position=recs.groupby(USER_IDX).cumcount())
+    recs = recs[recs["position"] < k]
+    hits = recs.merge(truth, on=[USER_IDX, ITEM_IDX], how="inner")
+    dcg = (1.0 / np.log2(hits["position"].to_numpy() + 2.0))
+    dcg = pd.Series(dcg, index=hits[USER_IDX].to_numpy()).groupby(level=0).sum()
+    n_hits = hits.groupby(USER_IDX).size()
+    n_truth = truth.groupby(USER_IDX).size()
+    discounts = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+    idcg = pd.Series(discounts[np.minimum(n_truth.to_numpy(), k) - 1], index=n_truth.index)
+    out = pd.DataFrame(index=n_truth.index)
+    out["ndcg"] = dcg.reindex(out.index, fill_value=0.0) / idcg
+    out["hit"] = (n_hits.reindex(out.index, fill_value=0) > 0).astype(float)
+    out["recall"] = n_hits.reindex(out.index, fill_value=0) / np.minimum(n_truth, k)
+    return out
+
+
+def holdout_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, domain: str) -> pd.DataFrame:
+    """user_idx, item_idx of the domain's holdout events on items the user had not seen before the holdout."""
+    truth = interactions.loc[(interactions[DOMAIN] == domain) & (interactions[WINDOW] == "holdout"),
+                             [USER_IDX, ITEM_IDX]].drop_duplicates()
+    cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
+    domain_seen = seen[:, cols[0]:cols[-1] + 1].tocsr() if len(cols) else seen[:, :0]
+    was_seen = np.asarray(domain_seen[truth[USER_IDX].to_numpy(), truth[ITEM_IDX].to_numpy()]).ravel() != 0
+    return truth[~was_seen]
+
+
+def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.DataFrame],
+             catalog_size: dict[str, int]) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    """Quality of every model, truth users per segment, candidate recall, and the plot tables.
+
+    Quality keys: score (geometric mean of the domains' NDCG@10), then per domain: coverage (share of the
+    catalog recommended to someone) and per segment (all, warm, cross, cold) ndcg, hit and recall, all @10.
+    """
+    quality: dict = {}
+    users: dict = {}
+    plot_rows = []
+    for model in MODELS:
+        quality[model] = {}
+        for domain in DOMAINS:
+            lists = recs[(recs["model"] == model) & (recs[DOMAIN] == domain)]
+            per_user = per_user_metrics(lists, truth[domain])
+            segment = lists.drop_duplicates(USER_IDX).set_index(USER_IDX)["segment"].astype(str)
+            per_user["segment"] = segment.reindex(per_user.index).fillna("cold").to_numpy()
+            block: dict = {"coverage": round(lists[ITEM_IDX].nunique() / max(catalog_size[domain], 1), 4)}
+            for name in ("all", *SEGMENTS):
+                part = per_user if name == "all" else per_user[per_user["segment"] == name]
+                block[name] = {m: round(float(part[m].mean()), 5) if len(part) else 0.0
+                               for m in ("ndcg", "hit", "recall")}
+                users.setdefault(domain, {})[name] = int(len(part))
+                plot_rows.append({"line": f"{domain} {name} {model}", f"ndcg@{K}": block[name]["ndcg"]})
+            quality[model][domain] = block
+        quality[model]["score"] = round(float(np.sqrt(quality[model]["smm"]["all"]["ndcg"]
+                                                      * quality[model]["zvuk"]["all"]["ndcg"])), 5)
+    cand_metrics: dict = {}
+    recall_rows = []
+    for domain in DOMAINS:
+        cands = candidates[candidates[DOMAIN] == domain]
+        t = truth[domain][[USER_IDX, ITEM_IDX]]
+        n_truth = len(t)
+        hit = t.merge(cands, on=[USER_IDX, ITEM_IDX], how="left")
+        share = (lambda mask: round(float(mask.sum()) / n_truth, 5) if n_truth else 0.0)
+        cand_metrics[domain] = {
+            "truth_items": int(n_truth),
+            "candidates_per_user": round(len(cands) / max(cands[USER_IDX].nunique(), 1), 2),
+            "recall_als": share(hit["als_rank"].notna()),
+            "recall_popular": share(hit["pop_rank"].notna()),
+            "recall_total": share(hit["als_rank"].notna() | hit["pop_rank"].notna()),
+        }
+        deepest = int(np.nanmax([cands["als_rank"].max(), cands["pop_rank"].max(), K]))
+        for depth in sorted({d for d in RECALL_DEPTHS if d < deepest} | {deepest}):
+            for source, column in (("als", "als_rank"), ("popular", "pop_rank")):
+                recall_rows.append({"n": depth, "series": f"{domain}_{source}",
+                                    "recall": share(hit[column].le(depth))})
+    recall_table = pd.DataFrame(recall_rows).pivot(index="n", columns="series", values="recall").reset_index()
+    return quality, users, cand_metrics, pd.DataFrame(plot_rows), recall_table
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="metrics")
+    args = parser.parse_args(argv)
+    recs = pd.read_parquet("data/recs/holdout.parquet")
+    candidates = pd.read_parquet("data/candidates/holdout.parquet")
+    interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
+    items = pd.read_parquet("data/merged/items.parquet")
+    seen = sp.load_npz("data/merged/matrix_holdout.npz").tocsr()
+    truth = {d: holdout_truth(interactions, seen, items, d) for d in DOMAINS}
+    alive = np.bincount(seen.indices, minlength=seen.shape[1]) > 0
+    catalog = {d: int(alive[items.loc[items[DOMAIN] == d, COL].to_numpy()].sum()) for d in DOMAINS}
+    quality, users, cand_metrics, ndcg_table, recall_table = evaluate(recs, candidates, truth, catalog)
+    out = Path(args.out)
+    for model in MODELS:  # one file per model: `dvc metrics show` then lines the models up as rows
+        write_json(quality[model], out / "holdout" / f"{model}.json")
+    write_json(users, out / "holdout" / "users.json")
+    write_json(cand_metrics, out / "candidates.json")
+    out_plots = out / "plots"
+    out_plots.mkdir(parents=True, exist_ok=True)
+    write_text(ndcg_table.to_csv(index=False), out_plots / "ndcg.csv")
+    write_text(recall_table.to_csv(index=False), out_plots / "candidate_recall.csv")
+    for model in MODELS:
+        log.info("evaluate %s: score %.4f (smm %.4f, zvuk %.4f)", model, quality[model]["score"],
+                 quality[model]["smm"]["all"]["ndcg"], quality[model]["zvuk"]["all"]["ndcg"])
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,127 @@
+"""Stage `features` (one run per fold): what the ranker knows about each (user, candidate item) pair.
+
+In:  `data/candidates/<fold>.parquet`, `data/merged/interactions.parquet`, `data/prepared/smm/windows.json`.
+Out: `data/features/<fold>.parquet`: user_idx, domain, item_idx, the FEATURES columns and `label`.
+
+Every feature is computed from events strictly before the fold's cut-off and is relative to that moment
+(ages and recencies in days before it), so the ranker learns at one cut-off and serves at another
+without shifting. label = 1 when the user had the item in the fold's label window (train: label window,
+holdout: holdout window; final: unknown, 0).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.common import (DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX, WINDOW,
+                           fold_cutoff, fold_label_window, read_json, run_stage, write_parquet)
+
+log = logging.getLogger("pipeline.features")
+
+FEATURES = [
+    "domain_code",
+    # candidate sources
+    "als_score", "als_rank", "pop_rank", "als_score_gap",
+    # item, in its domain, before the cut-off
+    "item_count_7d", "item_count_30d", "item_count_all", "item_trend", "item_age_days", "item_idle_days",
+    # user
+    "user_count_domain", "user_count_other", "user_count_7d", "user_idle_days", "user_idle_days_domain",
+    "user_rating_domain",
+]
+
+
+def _item_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
+    age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
+    frame = pd.DataFrame({DOMAIN: before[DOMAIN].array, ITEM_IDX: before[ITEM_IDX].to_numpy(), "age": age,
+                          "in_7d": age <= 7, "in_30d": age <= 30})
+    stats = frame.groupby([DOMAIN, ITEM_IDX], observed=True).agg(
+        item_count_7d=("in_7d", "sum"), item_count_30d=("in_30d", "sum"), item_count_all=("age", "size"),
+        item_age_days=("age", "max"), item_idle_days=("age", "min"))
+    # Trend: last week against the weekly average of the last 30 days, smoothed for rare items.
+    stats["item_trend"] = (stats["item_count_7d"] + 1.0) / (stats["item_count_30d"] * 7.0 / 30.0 + 1.0)
+    return stats.astype("float32").reset_index()
+
+
+def _user_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
+    """Per (user, domain): activity in that domain and in the other one, recency, rating strength."""
+    age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
+    frame = pd.DataFrame({USER_IDX: before[USER_IDX].to_numpy(), DOMAIN: before[DOMAIN].array, "age": age,
+                          "log_rating": np.log1p(before[RATING].to_numpy())})
+    per_domain = frame.groupby([USER_IDX, DOMAIN], observed=True).agg(
+        count=("age", "size"), idle=("age", "min"), rating=("log_rating", "mean")).reset_index()
+    overall = frame.assign(recent=age <= 7).groupby(USER_IDX).agg(
+        user_count_7d=("recent", "sum"), user_idle_days=("age", "min"))
+    counts = per_domain.pivot(index=USER_IDX, columns=DOMAIN, values="count").reindex(columns=list(DOMAINS))
+    rows = []
+    for domain in DOMAINS:
+        other = DOMAINS[1 - DOMAINS.index(domain)]
+        own = per_domain[per_domain[DOMAIN] == domain].set_index(USER_IDX)
+        block = pd.DataFrame(index=overall.index)
+        block[DOMAIN] = domain
+        block["user_count_domain"] = counts[domain].reindex(block.index).fillna(0)
+        block["user_count_other"] = counts[other].reindex(block.index).fillna(0)
+        block["user_idle_days_domain"] = own["idle"].reindex(block.index)
+        block["user_rating_domain"] = own["rating"].reindex(block.index)
+        rows.append(block.join(overall))
+    stats = pd.concat(rows).reset_index()
+    stats[DOMAIN] = pd.Categorical(stats[DOMAIN], categories=list(DOMAINS))
+    value_cols = [c for c in stats.columns if c not in (USER_IDX, DOMAIN)]
+    stats[value_cols] = stats[value_cols].astype("float32")
+    return stats
+
+
+def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutoff: int,
+                  label_window: str | None) -> pd.DataFrame:
+    """Join candidates with item, user and source features, and label them.
+
+    Args:
+        candidates: user_idx, domain, item_idx, als_score, als_rank, pop_rank.
+        interactions: user_idx, domain, item_idx, timestamp, rating, window (all events).
+        cutoff: features use events with timestamp < cutoff only.
+        label_window: the window whose events are the labels, or None for no labels.
+
+    Returns:
+        candidates with FEATURES columns and an int8 `label`, same row order.
+    """
+    before = interactions[interactions[TS] < cutoff]
+    out = candidates.merge(_item_stats(before, cutoff), on=[DOMAIN, ITEM_IDX], how="left")
+    out = out.merge(_user_stats(before, cutoff), on=[USER_IDX, DOMAIN], how="left")
+    out[DOMAIN] = pd.Categorical(out[DOMAIN], categories=list(DOMAINS))
+    out["domain_code"] = out[DOMAIN].cat.codes.astype("float32")
+    best = out.groupby([USER_IDX, DOMAIN], observed=True)["als_score"].transform("max")
+    out["als_score_gap"] = (best - out["als_score"]).astype("float32")  # how far below the user's best candidate
+    for column in ("item_count_7d", "item_count_30d", "item_count_all", "user_count_domain", "user_count_other",
+                   "user_count_7d"):
+        out[column] = out[column].fillna(0).astype("float32")
+    if label_window is None:
+        out["label"] = np.int8(0)
+    else:
+        truth = interactions.loc[interactions[WINDOW] == label_window, [USER_IDX, DOMAIN, ITEM_IDX]]
+        truth = truth.drop_duplicates().assign(label=np.int8(1))
+        out = out.merge(truth, on=[USER_IDX, DOMAIN, ITEM_IDX], how="left")
+        out["label"] = out["label"].fillna(0).astype("int8")
+    return out[[USER_IDX, DOMAIN, ITEM_IDX, *FEATURES, "label"]]
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fold", choices=FOLDS)
+    parser.add_argument("--out", default="data/features")
+    args = parser.parse_args(argv)
+    windows = read_json("data/prepared/smm/windows.json")
+    candidates = pd.read_parquet(f"data/candidates/{args.fold}.parquet")
+    interactions = pd.read_parquet("data/merged/interactions.parquet",
+                                   columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, RATING, WINDOW])
+    features = make_features(candidates, interactions, cutoff=fold_cutoff(windows, args.fold),
+                             label_window=fold_label_window(args.fold))
+    log.info("features %s: %d rows, %d users, %d positive labels", args.fold, len(features),
+             features[USER_IDX].nunique(), int(features["label"].sum()))
+    write_parquet(features, Path(args.out) / f"{args.fold}.parquet")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,136 @@
+"""Stage `merge-domains`: one user index over both domains, one item index per domain, and the merged matrices.
+
+In:  `data/prepared/<domain>/{events,targets}.parquet` for both domains.
+Out: `data/merged/users.parquet` (user_id -> user_idx), `data/merged/items.parquet` (domain, item_id -> item_idx
+     within the domain, col = column in the merged matrix), `data/merged/interactions.parquet` (every event with
+     internal ids and its confidence weight), and `data/merged/matrix_<fold>.npz` (users x all items, CSR) for
+     each fold, holding only what that fold may see:
+         train: history window;  holdout: history + label windows;  final: everything.
+
+The maps are explicit tables built once: ids are never shifted or offset arithmetically (the organisers'
+baseline shifted zvuk ids by the smm item count, and the highest smm ids collided with zvuk ids).
+
+Confidence weight of an event (what ALS treats as the strength of an observed preference):
+    binary: 1;  log: log2(1 + rating / median);  linear: rating / median
+where median is the domain's median rating (smm: 1.554808, a plain view; zvuk: one play), so a typical event
+weighs 1 in either domain; then times `merge.<domain>_weight`. ALS multiplies it by `als.alpha`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX, WINDOW,
+                           PipelineError, check_range, load_params, run_stage, write_npz_sparse, write_parquet)
+
+log = logging.getLogger("pipeline.merge")
+
+WEIGHTINGS = ("binary", "log", "linear")
+FOLD_WINDOWS = {"train": ("history",), "holdout": ("history", "label"), "final": ("history", "label", "holdout")}
+
+
+def build_maps(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The user map over both domains (events and target users) and the per-domain item maps.
+
+    Returns:
+        users: user_id, user_idx (0..n-1, by ascending user_id);
+        items: domain, item_id, item_idx (0..n_domain-1), col (0..n_all-1; smm first, then zvuk).
+    """
+    all_users = np.concatenate([events[d][USER].to_numpy() for d in DOMAINS]
+                               + [targets[d][USER].to_numpy() for d in DOMAINS])
+    user_ids = np.unique(all_users)
+    users = pd.DataFrame({USER: user_ids, USER_IDX: np.arange(len(user_ids), dtype=np.int32)})
+    parts, offset = [], 0
+    for domain in DOMAINS:
+        item_ids = np.unique(events[domain][ITEM].to_numpy())
+        parts.append(pd.DataFrame({
+            DOMAIN: domain, ITEM: item_ids, ITEM_IDX: np.arange(len(item_ids), dtype=np.int32),
+            COL: np.arange(offset, offset + len(item_ids), dtype=np.int32)}))
+        offset += len(item_ids)
+    items = pd.concat(parts, ignore_index=True)
+    items[DOMAIN] = pd.Categorical(items[DOMAIN], categories=list(DOMAINS))
+    return users, items
+
+
+def confidence(rating: np.ndarray, *, weighting: str, median: float) -> np.ndarray:
+    """Confidence weight of events from their ratings (see the module docstring)."""
+    if weighting == "binary":
+        return np.ones_like(rating, dtype=np.float32)
+    if weighting == "log":
+        return np.log2(1.0 + rating / median).astype(np.float32)
+    if weighting == "linear":
+        return (rating / median).astype(np.float32)
+    raise PipelineError(f"params.yaml: merge.weighting={weighting!r} is out of range: must be one of "
+                        f"{', '.join(WEIGHTINGS)}")
+
+
+def merge_domains(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame], *, weighting: str,
+                  smm_weight: float, zvuk_weight: float
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, sp.csr_matrix]]:
+    """Map both domains into one index space and build one matrix per fold.
+
+    Returns:
+        (users, items, interactions with user_idx/domain/item_idx/col/weight, {fold: CSR users x items})
+    """
+    if weighting not in WEIGHTINGS:
+        confidence(np.ones(1), weighting=weighting, median=1.0)  # raises the error that names the key
+    check_range("merge.smm_weight", smm_weight, 0.0, low_open=True)
+    check_range("merge.zvuk_weight", zvuk_weight, 0.0, low_open=True)
+    domain_weight = {"smm": smm_weight, "zvuk": zvuk_weight}
+    users, items = build_maps(events, targets)
+    user_index = pd.Series(users[USER_IDX].to_numpy(), index=users[USER].to_numpy())
+    parts = []
+    for domain in DOMAINS:
+        frame = events[domain]
+        item_map = items[items[DOMAIN] == domain]
+        item_index = pd.Series(item_map[ITEM_IDX].to_numpy(), index=item_map[ITEM].to_numpy())
+        item_idx = item_index.reindex(frame[ITEM].to_numpy()).to_numpy()
+        rating = frame[RATING].to_numpy()
+        median = float(np.median(rating)) if len(rating) else 1.0
+        parts.append(pd.DataFrame({
+            USER_IDX: user_index.reindex(frame[USER].to_numpy()).to_numpy().astype(np.int32),
+            DOMAIN: pd.Categorical([domain] * len(frame), categories=list(DOMAINS)),
+            ITEM_IDX: item_idx.astype(np.int32),
+            COL: (item_map[COL].to_numpy()[item_idx] if len(item_map) else item_idx).astype(np.int32),
+            TS: frame[TS].to_numpy(),
+            RATING: rating,
+            "weight": confidence(rating, weighting=weighting, median=median) * np.float32(domain_weight[domain]),
+            WINDOW: frame[WINDOW].to_numpy(),
+        }))
+    interactions = pd.concat(parts, ignore_index=True)
+    shape = (len(users), len(items))
+    matrices = {}
+    for fold in FOLDS:
+        seen = interactions[interactions[WINDOW].isin(FOLD_WINDOWS[fold])]
+        matrices[fold] = sp.csr_matrix(
+            (seen["weight"].to_numpy(), (seen[USER_IDX].to_numpy(), seen[COL].to_numpy())), shape=shape,
+            dtype=np.float32)
+        log.info("merge %s: %d users x %d items, %d non-zeros, %d users with history", fold, shape[0], shape[1],
+                 matrices[fold].nnz, int((np.diff(matrices[fold].indptr) > 0).sum()))
+    return users, items, interactions, matrices
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--out", default="data/merged")
+    args = parser.parse_args(argv)
+    params = load_params()
+    events = {d: pd.read_parquet(Path(args.prepared) / d / "events.parquet") for d in DOMAINS}
+    targets = {d: pd.read_parquet(Path(args.prepared) / d / "targets.parquet") for d in DOMAINS}
+    users, items, interactions, matrices = merge_domains(events, targets, **params["merge"])
+    out = Path(args.out)
+    write_parquet(users, out / "users.parquet")
+    write_parquet(items, out / "items.parquet")
+    write_parquet(interactions, out / "interactions.parquet")
+    for fold, matrix in matrices.items():
+        write_npz_sparse(matrix, out / f"matrix_{fold}.npz")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,213 @@
+"""Stage `prepare` (one run per domain): validate and normalise a domain's input, split its history by time.
+
+In:  `<raw_dir>/train_<domain>.parquet`, `<raw_dir>/test_<domain>.parquet`, optional `<raw_dir>/targets_<domain>.parquet`
+     (and the other domain's train/test timestamps, so both domains share one clock).
+Out: `data/prepared/<domain>/events.parquet`: user_id, item_id, timestamp (int64 ns), rating (float64), window
+     (history / label / holdout), one row per (user, item), sorted by time;
+     `data/prepared/<domain>/targets.parquet`: user_id of every user who must get a submission row;
+     `data/prepared/<domain>/windows.json`: the cut-off moments.
+
+The windows, with h = eval.horizon_days and T = the last timestamp of both domains:
+    history < T - 2h <= label < T - h <= holdout <= T
+Test files hold history rows copied from train; their union with train (exact copies dropped) is the history.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER, WINDOW, PipelineError,
+                           check_range, load_params, run_stage, write_json, write_parquet)
+
+log = logging.getLogger("pipeline.prepare")
+
+# Plausible timestamps in ns: 2000-01-01 .. 2100-01-01. Seconds or ms since epoch fall far below.
+TS_MIN, TS_MAX = 946_684_800 * 10**9, 4_102_444_800 * 10**9
+ID_MAX = 2**63 - 1
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a parquet file, turning a missing or unreadable file into a PipelineError that names it."""
+    if not path.exists():
+        raise PipelineError(f"{path}: file not found")
+    try:
+        return pq.read_table(path, columns=columns).to_pandas()
+    except KeyError as err:
+        raise PipelineError(f"{path}: missing column {err}") from None
+    except Exception as err:  # pyarrow raises several types for a file that is not parquet
+        raise PipelineError(f"{path}: not a readable parquet file ({type(err).__name__})") from None
+
+
+def _as_int64(values: pd.Series, name: str, column: str) -> np.ndarray:
+    """Convert ids or timestamps to int64 when that loses nothing; raise otherwise."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        values = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
+        return values.astype("datetime64[ns]").astype("int64").to_numpy()
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values.astype("int64").to_numpy()
+    if pd.api.types.is_float_dtype(values):
+        array = values.to_numpy()
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)) or np.any(np.abs(array) > 2**53):
+            raise PipelineError(f"{name}: column {column} has non-integer values (dtype {values.dtype})")
+        return array.astype("int64")
+    raise PipelineError(f"{name}: column {column} must be integer, got dtype {values.dtype}")
+
+
+def validate_interactions(frame: pd.DataFrame, *, domain: str, name: str) -> pd.DataFrame:
+    """Check one interactions file and return it normalised.
+
+    Accepted: extra columns (dropped), any column order, ids of any integer width, datetime64 timestamps,
+    float play counts that are whole numbers. Rejected with a PipelineError naming the file and column:
+    a missing column, nulls, non-integer ids, timestamps outside 2000..2100, ratings that are not positive
+    and finite.
+
+    Returns:
+        user_id int64, item_id int64, timestamp int64 (ns), rating float64, in that order.
+    """
+    missing = [c for c in RAW_COLUMNS[domain] if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"{name}: missing column {missing[0]} (expected {', '.join(RAW_COLUMNS[domain])})")
+    for column in RAW_COLUMNS[domain]:
+        nulls = int(frame[column].isna().sum())
+        if nulls:
+            raise PipelineError(f"{name}: column {column} has {nulls} null value(s)")
+    out = pd.DataFrame({
+        USER: _as_int64(frame[USER], name, USER),
+        ITEM: _as_int64(frame[ITEM], name, ITEM),
+        TS: _as_int64(frame[TS], name, TS),
+    })
+    if len(out) and (out[USER].min() < 0 or out[ITEM].min() < 0):
+        column = USER if out[USER].min() < 0 else ITEM
+        raise PipelineError(f"{name}: column {column} has negative ids")
+    if not pd.api.types.is_numeric_dtype(frame[RATING]) or pd.api.types.is_bool_dtype(frame[RATING]):
+        raise PipelineError(f"{name}: column {RATING} must be numeric, got dtype {frame[RATING].dtype}")
+    rating = frame[RATING].to_numpy(dtype="float64")
+    bad = ~np.isfinite(rating) | (rating <= 0)
+    if bad.any():
+        raise PipelineError(f"{name}: column {RATING} has {int(bad.sum())} value(s) that are not positive and "
+                            f"finite (e.g. {rating[bad][0]})")
+    out[RATING] = rating
+    outside = (out[TS] < TS_MIN) | (out[TS] > TS_MAX)
+    if outside.any():
+        example = int(out.loc[outside, TS].iloc[0])
+        raise PipelineError(f"{name}: column {TS} has {int(outside.sum())} value(s) outside 2000..2100 "
+                            f"(e.g. {example}; expected nanoseconds since epoch)")
+    return out
+
+
+def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame, int]:
+    """Union train and test history: exact copies dropped, repeated (user, item) pairs aggregated.
+
+    A repeated pair keeps its last timestamp and the sum of its ratings (both are counts of events).
+
+    Returns:
+        (one row per (user, item) sorted by time, number of pairs that were aggregated)
+    """
+    events = pd.concat(parts, ignore_index=True).drop_duplicates()
+    repeated = events.duplicated([USER, ITEM], keep=False)
+    n_repeated = int(events.loc[repeated, [USER, ITEM]].drop_duplicates().shape[0])
+    if n_repeated:
+        log.warning("%s: %d (user, item) pairs occur in more than one row; aggregated (rating summed, "
+                    "last timestamp kept)", name, n_repeated)
+        events = events.groupby([USER, ITEM], as_index=False, sort=False).agg({TS: "max", RATING: "sum"})
+    return events.sort_values([TS, USER, ITEM], kind="stable").reset_index(drop=True), n_repeated
+
+
+def time_windows(end_ns: int, *, horizon_days: float) -> dict[str, int]:
+    """Cut-off moments: label window and holdout window, each `horizon_days` long, ending at `end_ns`."""
+    h = int(round(horizon_days * NS_PER_DAY))
+    return {"end": int(end_ns), "holdout_start": int(end_ns - h + 1), "label_start": int(end_ns - 2 * h + 1)}
+
+
+def split_windows(events: pd.DataFrame, windows: dict[str, int]) -> pd.DataFrame:
+    """Tag each event with the window it falls in: history, label or holdout."""
+    ts = events[TS].to_numpy()
+    window = np.where(ts >= windows["holdout_start"], "holdout",
+                      np.where(ts >= windows["label_start"], "label", "history"))
+    out = events.copy()
+    out[WINDOW] = pd.Categorical(window, categories=["history", "label", "holdout"])
+    return out
+
+
+def prepare_domain(train: pd.DataFrame, test: pd.DataFrame, targets: pd.DataFrame | None, *, domain: str,
+                   end_ns: int, start_ns: int, horizon_days: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Validate, merge and split one domain.
+
+    Args:
+        train, test: the raw files of the domain; targets: optional extra users (column user_id).
+        end_ns, start_ns: first and last timestamp over both domains.
+        horizon_days: length of the label window and of the holdout window.
+
+    Returns:
+        (events with a window column, target users, windows dict)
+    """
+    check_range("eval.horizon_days", horizon_days, 0.0, low_open=True)
+    span_days = (end_ns - start_ns) / NS_PER_DAY
+    if 2 * horizon_days >= span_days:
+        raise PipelineError(f"params.yaml: eval.horizon_days={horizon_days} is out of range: the label and "
+                            f"holdout windows (2 x {horizon_days} days) must be shorter than the data "
+                            f"({span_days:.1f} days)")
+    train = validate_interactions(train, domain=domain, name=f"train_{domain}.parquet")
+    test = validate_interactions(test, domain=domain, name=f"test_{domain}.parquet")
+    if len(train) == 0:
+        raise PipelineError(f"train_{domain}.parquet: the file has no rows")
+    events, _ = merge_history([train, test], name=f"train_{domain}.parquet + test_{domain}.parquet")
+    windows = time_windows(end_ns, horizon_days=horizon_days)
+    events = split_windows(events, windows)
+    users = [test[USER].to_numpy()]
+    if targets is not None:
+        if USER not in targets.columns:
+            raise PipelineError(f"targets_{domain}.parquet: missing column {USER}")
+        if targets[USER].isna().any():
+            raise PipelineError(f"targets_{domain}.parquet: column {USER} has null values")
+        users.append(_as_int64(targets[USER], f"targets_{domain}.parquet", USER))
+    target_users = pd.DataFrame({USER: np.unique(np.concatenate(users)).astype("int64")})
+    counts = events[WINDOW].value_counts()
+    log.info("prepare %s: %d events (%d history, %d label, %d holdout), %d users, %d items, %d target users",
+             domain, len(events), counts.get("history", 0), counts.get("label", 0), counts.get("holdout", 0),
+             events[USER].nunique(), events[ITEM].nunique(), len(target_users))
+    return events, target_users, windows
+
+
+def _time_range(raw_dir: Path) -> tuple[int, int]:
+    lows, highs = [], []
+    for domain in DOMAINS:
+        for kind in ("train", "test"):
+            path = raw_dir / f"{kind}_{domain}.parquet"
+            ts = read_parquet(path, columns=[TS])[TS]
+            ts = pd.Series(_as_int64(ts.dropna(), path.name, TS))
+            if len(ts):
+                lows.append(ts.min())
+                highs.append(ts.max())
+    if not highs:
+        raise PipelineError(f"{raw_dir}: no interactions in any train or test file")
+    return int(min(lows)), int(max(highs))
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("domain", choices=DOMAINS)
+    parser.add_argument("--out", default="data/prepared")
+    args = parser.parse_args(argv)
+    params = load_params()
+    raw_dir = Path(params["data"]["raw_dir"])
+    start_ns, end_ns = _time_range(raw_dir)
+    train = read_parquet(raw_dir / f"train_{args.domain}.parquet")
+    test = read_parquet(raw_dir / f"test_{args.domain}.parquet")
+    targets_path = raw_dir / f"targets_{args.domain}.parquet"
+    targets = read_parquet(targets_path) if targets_path.exists() else None
+    events, target_users, windows = prepare_domain(train, test, targets, domain=args.domain, end_ns=end_ns,
+                                                   start_ns=start_ns, **params["eval"])
+    out = Path(args.out) / args.domain
+    write_parquet(events, out / "events.parquet")
+    write_parquet(target_users, out / "targets.parquet")
+    write_json(windows, out / "windows.json")
+
+
+if __name__ == "__main__":
+    run_stage(main)

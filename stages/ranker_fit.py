@@ -1,0 +1,147 @@
+"""Stage `ranker-fit` (one run per ranker): LightGBM lambdarank over the candidates, rows grouped by (user, domain).
+
+Two rankers, the same recipe at two moments:
+    holdout: learns on features/train (labels: label window)  -> judged on the holdout window
+    final:   learns on features/holdout (labels: holdout)       -> makes the submission
+In:  `data/features/<fold>.parquet`.
+Out: `models/ranker/<name>/model.txt` (LightGBM text model; absent for the fallback), `models/ranker/<name>/meta.json`
+     (kind, features, best iteration, counts), `metrics/ranker_<name>.json` (training summary and feature gain).
+
+Groups with no positive are dropped (they teach lambdarank nothing). A share of users (`valid_share`, chosen
+by a hash of the user so the split is stable) is held out for early stopping. With fewer than two groups that
+have a positive there is nothing to learn: the ranker falls back to ordering by ALS score, and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stages.common import (DOMAIN, USER_IDX, check_range, load_params, run_stage, write_json, write_text)
+from stages.features import FEATURES
+
+log = logging.getLogger("pipeline.ranker")
+
+TRAIN_FOLD = {"holdout": "train", "final": "holdout"}
+
+
+def _split_users(users: np.ndarray, valid_share: float, seed: int) -> np.ndarray:
+    """True for users whose groups go to the early-stopping set (a stable hash of user and seed)."""
+    mixed = (users.astype(np.uint64) * np.uint64(2654435761) + np.uint64(seed)) % np.uint64(10_000)
+    return mixed < np.uint64(round(valid_share * 10_000))
+
+
+def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: float, num_leaves: int,
+               min_child_samples: int, truncation_level: int, early_stopping_rounds: int, valid_share: float,
+               seed: int) -> tuple[Any, dict]:
+    """Fit a lambdarank model.
+
+    Args:
+        features: rows of (user_idx, domain, item_idx, FEATURES..., label).
+        truncation_level: lambdarank_truncation_level: how deep into each list the pairwise gradients reach.
+        early_stopping_rounds: stop when NDCG@10 on the held-out users has not improved for this many rounds.
+        valid_share: share of users held out for early stopping.
+
+    Returns:
+        (lightgbm Booster or None for the ALS-score fallback, meta dict)
+    """
+    check_range("ranker.n_estimators", n_estimators, 1, integer=True)
+    check_range("ranker.learning_rate", learning_rate, 0.0, 1.0, low_open=True)
+    check_range("ranker.num_leaves", num_leaves, 2, integer=True)
+    check_range("ranker.min_child_samples", min_child_samples, 1, integer=True)
+    check_range("ranker.truncation_level", truncation_level, 1, integer=True)
+    check_range("ranker.early_stopping_rounds", early_stopping_rounds, 1, integer=True)
+    check_range("ranker.valid_share", valid_share, 0.0, 0.9, low_open=True)
+    group_key = [USER_IDX, DOMAIN]
+    positives = features.groupby(group_key, observed=True)["label"].transform("max") > 0
+    rows = features[positives].sort_values(group_key, kind="stable")
+    n_groups = int(rows.groupby(group_key, observed=True).ngroups)
+    meta = {"features": FEATURES, "rows": int(len(rows)), "groups": n_groups,
+            "positives": int(rows["label"].sum()), "dropped_groups_without_positive":
+            int(features.groupby(group_key, observed=True).ngroups) - n_groups}
+    if n_groups < 2:
+        log.warning("ranker: %d group(s) with a positive label: falling back to ordering by ALS score", n_groups)
+        return None, {**meta, "kind": "als_score", "best_iteration": 0}
+
+    import lightgbm as lgb
+
+    in_valid = _split_users(rows[USER_IDX].to_numpy(), valid_share, seed)
+    if in_valid.all() or not in_valid.any():
+        in_valid = np.zeros(len(rows), dtype=bool)  # too few users to hold some out: no early stopping
+    fit_rows, valid_rows = rows[~in_valid], rows[in_valid]
+
+    def group_sizes(frame: pd.DataFrame) -> np.ndarray:
+        return frame.groupby(group_key, observed=True, sort=False).size().to_numpy()
+
+    # The native API: lambdarank without pulling in scikit-learn for the LGBMRanker wrapper.
+    lgb_params = {
+        "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": learning_rate,
+        "num_leaves": int(num_leaves), "min_data_in_leaf": int(min_child_samples),
+        "lambdarank_truncation_level": int(truncation_level), "seed": int(seed), "num_threads": 2,
+        "deterministic": True, "force_row_wise": True, "verbosity": -1}
+    train_set = lgb.Dataset(fit_rows[FEATURES], fit_rows["label"], group=group_sizes(fit_rows),
+                            feature_name=FEATURES, free_raw_data=True)
+    valid_sets, callbacks = [], []
+    if len(valid_rows):
+        valid_sets = [lgb.Dataset(valid_rows[FEATURES], valid_rows["label"], group=group_sizes(valid_rows),
+                                  reference=train_set)]
+        callbacks = [lgb.early_stopping(int(early_stopping_rounds), verbose=False)]
+    booster = lgb.train(lgb_params, train_set, num_boost_round=int(n_estimators), valid_sets=valid_sets,
+                        valid_names=["early_stopping"], callbacks=callbacks)
+    best = int(booster.best_iteration or n_estimators)
+    valid_ndcg = float(booster.best_score["early_stopping"]["ndcg@10"]) if len(valid_rows) else None
+    gain = booster.feature_importance(importance_type="gain", iteration=best)
+    meta.update(kind="lightgbm", best_iteration=best, early_stopping_users=int(valid_rows[USER_IDX].nunique()),
+                early_stopping_ndcg10=valid_ndcg,
+                importance_gain={f: round(float(g), 4) for f, g in zip(FEATURES, gain)})
+    log.info("ranker: %d rows, %d groups, best iteration %d, early-stopping NDCG@10 %s", len(rows), n_groups,
+             best, "n/a" if valid_ndcg is None else f"{valid_ndcg:.4f}")
+    return booster, meta
+
+
+def score_candidates(booster: Any, meta: dict, features: pd.DataFrame) -> np.ndarray:
+    """Ranker scores for candidate rows (higher is better); the fallback uses the ALS score."""
+    if meta["kind"] == "als_score" or booster is None:
+        return features["als_score"].to_numpy(dtype=np.float64)
+    return booster.predict(features[meta["features"]], num_iteration=meta["best_iteration"])
+
+
+def load_ranker(directory: str | Path) -> tuple[Any, dict]:
+    """Read a ranker written by this stage: (Booster or None, meta)."""
+    import json
+
+    import lightgbm as lgb
+
+    directory = Path(directory)
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    booster = lgb.Booster(model_file=str(directory / "model.txt")) if meta["kind"] == "lightgbm" else None
+    return booster, meta
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(TRAIN_FOLD))
+    parser.add_argument("--out", default="models/ranker")
+    args = parser.parse_args(argv)
+    params = load_params()["ranker"]
+    features = pd.read_parquet(f"data/features/{TRAIN_FOLD[args.name]}.parquet")
+    booster, meta = fit_ranker(features, **params)
+    out = Path(args.out) / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    # model.txt always exists so that DVC can track it; the fallback writes a note instead of a model.
+    write_text(booster.model_to_string() if booster is not None else "fallback: order by als_score\n",
+               out / "model.txt")
+    write_json(meta, out / "meta.json")
+    summary = {k: v for k, v in meta.items() if k not in ("features", "importance_gain")}
+    write_json(summary, f"metrics/ranker_{args.name}.json")
+    gain = meta.get("importance_gain", {})
+    table = pd.DataFrame({"feature": list(gain), "gain": list(gain.values())}).sort_values("gain", ascending=False)
+    write_text(table.to_csv(index=False), f"metrics/plots/importance_{args.name}.csv")
+
+
+if __name__ == "__main__":
+    run_stage(main)
