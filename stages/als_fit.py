@@ -48,13 +48,13 @@ def fit_als(user_items: sp.csr_matrix, *, factors: int, regularization: float, i
     check_range("als.alpha", alpha, 0.0, low_open=True)
     from implicit.cpu.als import AlternatingLeastSquares
 
-    model = AlternatingLeastSquares(factors=int(factors), regularization=float(regularization),
-                                    iterations=int(iterations), alpha=float(alpha), random_state=int(seed),
-                                    num_threads=num_threads, calculate_training_loss=False)
     if user_items.nnz == 0:
         return (np.zeros((user_items.shape[0], factors), np.float32),
                 np.zeros((user_items.shape[1], factors), np.float32))
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=int(factors), regularization=float(regularization),
+                                        iterations=int(iterations), alpha=float(alpha), random_state=int(seed),
+                                        num_threads=num_threads, calculate_training_loss=False)
         model.fit(user_items.tocsr().astype(np.float32), show_progress=False)
     user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
     item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)

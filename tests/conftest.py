@@ -1,0 +1,87 @@
+"""Shared helpers: tiny literal frames in the real schema, and running the pipeline in a temporary copy."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "samples"
+DAY = 86_400 * 10**9
+T0 = 1_680_000_000 * 10**9  # 2023-03-28
+
+
+def smm_frame(rows: list[tuple[int, int, int, float]]) -> pd.DataFrame:
+    """rows: (user_id, item_id, day offset from T0, rating) -> the real smm schema."""
+    return pd.DataFrame({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                         "timestamp": [T0 + r[2] * DAY for r in rows],
+                         "rating": [float(r[3]) for r in rows]}).astype(
+        {"user_id": "int64", "item_id": "int64", "timestamp": "int64", "rating": "float64"})
+
+
+def zvuk_frame(rows: list[tuple[int, int, int, int]]) -> pd.DataFrame:
+    """rows: (user_id, item_id, day offset from T0, plays) -> the real zvuk schema (its column order)."""
+    frame = smm_frame(rows).astype({"rating": "int64"})
+    return frame[["user_id", "timestamp", "item_id", "rating"]]
+
+
+def copy_project(dest: Path) -> Path:
+    """A runnable copy of the project (code, dvc.yaml, params) in its own git repository, no data."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    (dest / ".dvc").mkdir(exist_ok=True)
+    shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def set_param(project: Path, dotted: str, value) -> None:
+    """Change one key of params.yaml in place, keeping the rest of the file (comments included) as it is."""
+    path = project / "params.yaml"
+    section, key = dotted.split(".")
+    lines = path.read_text().splitlines()
+    in_section = False
+    for i, line in enumerate(lines):
+        if re.match(r"^\S", line):
+            in_section = line.startswith(f"{section}:")
+        elif in_section and re.match(rf"^\s+{key}:", line):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = f"{indent}{key}: {json.dumps(value) if not isinstance(value, str) else value}"
+            break
+    else:
+        raise KeyError(dotted)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["DVC_NO_ANALYTICS"] = "1"
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True,
+                            text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def stages_run(result: subprocess.CompletedProcess) -> set[str]:
+    """Names of the stages that `dvc repro` actually ran (not the cached ones)."""
+    return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """The whole pipeline run once through `dvc repro` on a tiny synthetic sample (shared by several tests)."""
+    project = copy_project(tmp_path_factory.mktemp("tiny"))
+    set_param(project, "sample.scale", 0.004)
+    run_dvc(project, "repro")
+    return project

@@ -1,0 +1,46 @@
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from stages.candidates import make_candidates, popular_items, top_n_items
+from tests.conftest import DAY, T0
+
+
+def test_top_n_items_orders_by_score_and_skips_excluded_and_blocked():
+    users = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    items = np.array([[3, 0], [2, 0], [1, 0], [0, 5], [0, 4]], dtype=np.float32)
+    excluded = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]))
+    allowed = np.array([True, True, True, True, False])
+    top, scores = top_n_items(users, items, excluded, n=2, allowed=allowed)
+    assert top.tolist() == [[1, 2], [3, 0]]  # user 0: item 0 seen; user 1: item 4 not allowed
+    assert scores[0].tolist() == [2.0, 1.0]
+
+
+def test_top_n_items_pads_when_too_few_items():
+    top, scores = top_n_items(np.ones((1, 2), np.float32), np.ones((3, 2), np.float32),
+                              sp.csr_matrix(np.array([[1, 1, 0]])), n=3)
+    assert top.tolist() == [[2, -1, -1]] and np.isneginf(scores[0, 1:]).all()
+
+
+def test_popular_items_counts_the_recent_window_before_the_cutoff_only():
+    events = pd.DataFrame({"item_idx": [0, 1, 1, 2, 2, 2, 3],
+                           "timestamp": [T0 - 1 * DAY, T0 - 2 * DAY, T0 - 3 * DAY, T0 - 30 * DAY, T0 - 31 * DAY,
+                                         T0 - 32 * DAY, T0 + DAY]})
+    # item 1: 2 recent; item 0: 1 recent; item 2: 3 old; item 3: only after the cut-off (unknown yet)
+    assert popular_items(events, cutoff=T0, days=7, n_items=4).tolist() == [1, 0, 2]
+
+
+def test_cross_domain_user_gets_als_candidates_and_seen_items_never_appear():
+    user_factors = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=np.float32)
+    item_factors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], dtype=np.float32)
+    seen = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 0], [0, 0, 0]]))  # user 1: no history in this domain
+    has_history = np.array([True, True, False])  # user 2 has no history anywhere
+    cands = make_candidates(np.array([0, 1, 2]), seen, user_factors, item_factors, np.array([2, 0, 1]),
+                            has_history, n_als=1, n_popular=1)
+    by_user = {u: g for u, g in cands.groupby("user_idx")}
+    assert 0 not in by_user[0]["item_idx"].tolist()                      # seen
+    assert by_user[0].query("als_rank == 1")["item_idx"].tolist() == [1]
+    assert by_user[1].query("als_rank == 1")["item_idx"].tolist() == [2]  # cross-domain: scored by taste
+    assert by_user[2]["als_rank"].isna().all()                            # no taste: popular only
+    assert by_user[2]["item_idx"].tolist() == [2]
+    assert by_user[0].query("item_idx == 1")["als_score"].iloc[0] == np.float32(0.9)

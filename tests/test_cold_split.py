@@ -1,0 +1,44 @@
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from stages.cold_split import fill_top_k, recommend_domain, segment_users
+
+
+def test_segments():
+    users = np.array([0, 1, 2, 3])
+    counts_domain = np.array([5, 0, 0, 1])
+    counts_total = np.array([5, 4, 0, 1])
+    assert segment_users(users, counts_domain, counts_total, min_interactions=2).tolist() == \
+        ["warm", "cross", "cold", "cold"]
+
+
+def test_fill_top_k_ranked_first_then_popular_never_seen_never_twice():
+    ranked = pd.DataFrame({"user_idx": [0, 0, 0], "item_idx": [5, 6, 1], "order": [1.0, 2.0, 3.0]})
+    popular = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])
+    seen = sp.csr_matrix((np.ones(2), ([0, 0], [6, 2])), shape=(2, 14))  # user 0 saw items 6 and 2
+    out = fill_top_k(ranked, np.array([0, 1]), popular, seen, k=4)
+    assert out[out["user_idx"] == 0]["item_idx"].tolist() == [5, 1, 3, 4]
+    assert out[out["user_idx"] == 1]["item_idx"].tolist() == [1, 2, 3, 4]  # no ranked list: popular
+    assert out["rank"].tolist() == [1, 2, 3, 4, 1, 2, 3, 4]
+
+
+def test_fill_top_k_walks_the_whole_catalog_for_a_user_who_has_seen_the_popular_head():
+    popular = np.arange(40)
+    seen = sp.csr_matrix((np.ones(35), (np.zeros(35, int), np.arange(35))), shape=(1, 40))
+    out = fill_top_k(pd.DataFrame({"user_idx": [], "item_idx": [], "order": []}), np.array([0]), popular, seen,
+                     k=10)
+    assert out["item_idx"].tolist() == [35, 36, 37, 38, 39]  # only 5 unseen items exist: all of them
+
+
+def test_cold_users_get_popular_even_from_the_final_model():
+    features = pd.DataFrame({"user_idx": [0, 0, 1, 1], "item_idx": [3, 4, 3, 4], "als_rank": [2.0, 1.0, 2.0, 1.0]})
+    scores = np.array([1.0, 0.0, 1.0, 0.0])  # the ranker prefers item 3
+    seen = sp.csr_matrix((2, 5))
+    recs = recommend_domain(features, scores, np.array([0, 1]), np.array(["warm", "cold"]),
+                            np.array([0, 1, 2, 3, 4]), seen, np.array([True, True]))
+    final = recs[recs["model"] == "final"]
+    assert final[final["user_idx"] == 0]["item_idx"].tolist()[:2] == [3, 4]
+    assert final[final["user_idx"] == 1]["item_idx"].tolist() == [0, 1, 2, 3, 4]
+    als = recs[recs["model"] == "als"]
+    assert als[als["user_idx"] == 0]["item_idx"].tolist()[:2] == [4, 3]

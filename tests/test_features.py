@@ -1,0 +1,47 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.features import FEATURES, make_features
+from tests.conftest import DAY, T0
+
+CUTOFF = T0
+
+
+def _interactions():
+    rows = [  # user_idx, domain, item_idx, days before cutoff (negative = after), rating, window
+        (0, "smm", 0, 1, 1.0, "history"), (0, "smm", 1, 10, 3.0, "history"), (0, "zvuk", 0, 2, 5.0, "history"),
+        (1, "smm", 0, 40, 1.0, "history"), (1, "smm", 1, -1, 1.0, "label"), (0, "smm", 2, -2, 1.0, "label")]
+    frame = pd.DataFrame(rows, columns=["user_idx", "domain", "item_idx", "days", "rating", "window"])
+    frame["timestamp"] = CUTOFF - frame.pop("days") * DAY
+    frame["domain"] = pd.Categorical(frame["domain"], categories=["smm", "zvuk"])
+    return frame
+
+
+def _candidates():
+    frame = pd.DataFrame({"user_idx": [0, 0, 1], "domain": ["smm", "smm", "smm"], "item_idx": [2, 0, 1],
+                          "als_score": np.float32([0.5, 0.2, 0.1]), "als_rank": [1.0, 2.0, np.nan],
+                          "pop_rank": [np.nan, 1.0, 2.0]})
+    frame["domain"] = pd.Categorical(frame["domain"], categories=["smm", "zvuk"])
+    return frame
+
+
+def test_features_use_only_events_before_the_cutoff_and_labels_come_from_the_window():
+    out = make_features(_candidates(), _interactions(), cutoff=CUTOFF, label_window="label")
+    assert list(out.columns) == ["user_idx", "domain", "item_idx", *FEATURES, "label"]
+    row = out.set_index(["user_idx", "item_idx"])
+    assert row.loc[(0, 0), "item_count_all"] == 2        # users 0 and 1 had smm item 0 before the cut-off
+    assert row.loc[(0, 0), "item_count_7d"] == 1
+    assert row.loc[(0, 0), "item_age_days"] == pytest.approx(40)
+    assert row.loc[(0, 0), "item_idle_days"] == pytest.approx(1)
+    assert row.loc[(0, 2), "item_count_all"] == 0        # item 2 appears only after the cut-off
+    assert row.loc[(0, 0), "user_count_domain"] == 2 and row.loc[(0, 0), "user_count_other"] == 1
+    assert row.loc[(0, 0), "user_idle_days"] == pytest.approx(1)
+    assert row.loc[(1, 1), "user_idle_days_domain"] == pytest.approx(40)
+    assert row.loc[(0, 0), "als_score_gap"] == pytest.approx(0.3)
+    assert out["label"].tolist() == [1, 0, 1]
+
+
+def test_no_label_window_means_no_labels():
+    out = make_features(_candidates(), _interactions(), cutoff=CUTOFF, label_window=None)
+    assert out["label"].tolist() == [0, 0, 0]

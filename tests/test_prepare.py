@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.common import PipelineError
+from stages.prepare import merge_history, prepare_domain, split_windows, time_windows, validate_interactions
+from tests.conftest import DAY, T0, smm_frame, zvuk_frame
+
+
+def test_validate_accepts_other_order_extra_columns_and_safe_dtypes():
+    frame = zvuk_frame([(1_000_001, 10, 0, 2)])
+    frame["extra"] = "x"
+    frame = frame.astype({"user_id": "int32", "rating": "float64"})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    out = validate_interactions(frame, domain="zvuk", name="train_zvuk.parquet")
+    assert list(out.columns) == ["user_id", "item_id", "timestamp", "rating"]
+    assert out.iloc[0].tolist() == [1_000_001, 10, T0, 2.0]
+    assert out.dtypes.astype(str).tolist() == ["int64", "int64", "int64", "float64"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.drop(columns="rating"), "train_smm.parquet: missing column rating"),
+    (lambda f: f.assign(item_id=["a"]), "train_smm.parquet: column item_id must be integer"),
+    (lambda f: f.assign(rating=[0.0]), "column rating has 1 value(s) that are not positive"),
+    (lambda f: f.assign(rating=[np.inf]), "column rating has 1 value(s) that are not positive"),
+    (lambda f: f.assign(user_id=[None]), "column user_id has 1 null value(s)"),
+    (lambda f: f.assign(timestamp=[T0 // 10**9]), "column timestamp has 1 value(s) outside 2000..2100"),
+    (lambda f: f.assign(user_id=[1.5]), "column user_id has non-integer values"),
+])
+def test_validate_rejects_with_a_message_that_names_file_and_column(change, message):
+    with pytest.raises(PipelineError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_interactions(change(smm_frame([(1_000_001, 10, 0, 1.554808)])), domain="smm",
+                              name="train_smm.parquet")
+
+
+def test_merge_history_drops_copies_and_aggregates_repeats(caplog):
+    train = validate_interactions(smm_frame([(1_000_001, 10, 0, 1.5), (1_000_001, 11, 1, 2.8)]), domain="smm",
+                                  name="t")
+    test = validate_interactions(smm_frame([(1_000_001, 10, 0, 1.5), (1_000_001, 11, 3, 2.8)]), domain="smm",
+                                 name="t")
+    events, n_repeated = merge_history([train, test], name="t")
+    assert n_repeated == 1  # item 10 is an exact copy (dropped), item 11 is a repeat (aggregated)
+    assert events[["item_id", "timestamp", "rating"]].values.tolist() == [[10, T0, 1.5], [11, T0 + 3 * DAY, 5.6]]
+    assert "1 (user, item) pairs" in caplog.text
+
+
+def test_windows_split_history_label_holdout():
+    end = T0 + 30 * DAY
+    windows = time_windows(end, horizon_days=7)
+    events = validate_interactions(smm_frame([(1_000_001, 10, 0, 1.5), (1_000_001, 11, 16, 1.5),
+                                              (1_000_001, 12, 17, 1.5), (1_000_001, 13, 24, 1.5),
+                                              (1_000_001, 14, 30, 1.5)]), domain="smm", name="t")
+    tagged = split_windows(events, windows)
+    assert tagged["window"].astype(str).tolist() == ["history", "history", "label", "holdout", "holdout"]
+
+
+def test_horizon_longer_than_the_data_is_rejected_before_work():
+    frame = smm_frame([(1_000_001, 10, 0, 1.5)])
+    with pytest.raises(PipelineError, match=r"eval.horizon_days=20 is out of range"):
+        prepare_domain(frame, frame, None, domain="smm", end_ns=T0 + 30 * DAY, start_ns=T0, horizon_days=20)
+
+
+def test_targets_are_test_users_plus_targets_file():
+    train = smm_frame([(1_000_001, 10, 0, 1.5), (1_000_002, 11, 1, 1.5)])
+    test = train.iloc[:1]
+    targets = pd.DataFrame({"user_id": [9_000_000, 1_000_001]})
+    _, users, _ = prepare_domain(train, test, targets, domain="smm", end_ns=T0 + 30 * DAY, start_ns=T0,
+                                 horizon_days=7)
+    assert users["user_id"].tolist() == [1_000_001, 9_000_000]

@@ -1,0 +1,51 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.common import PipelineError
+from stages.features import FEATURES
+from stages.ranker_fit import fit_ranker, score_candidates
+
+PARAMS = dict(n_estimators=50, learning_rate=0.1, num_leaves=7, min_child_samples=5, truncation_level=10,
+              early_stopping_rounds=10, valid_share=0.25, seed=1)
+
+
+def _features(n_users=200, per_user=10, seed=0, with_labels=True):
+    """The item with the highest `item_trend` is the one the user takes; als_score is noise."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"user_idx": np.repeat(np.arange(n_users), per_user),
+                          "domain": pd.Categorical(["smm"] * (n_users * per_user), categories=["smm", "zvuk"]),
+                          "item_idx": np.tile(np.arange(per_user), n_users)})
+    for name in FEATURES:
+        frame[name] = rng.random(len(frame)).astype(np.float32)
+    best = frame.groupby("user_idx")["item_trend"].transform("max") == frame["item_trend"]
+    frame["label"] = (best & with_labels).astype(np.int8)
+    return frame
+
+
+def test_ranker_learns_the_planted_signal():
+    booster, meta = fit_ranker(_features(), **PARAMS)
+    test = _features(seed=1)
+    scores = score_candidates(booster, meta, test)
+    top = test.assign(score=scores).sort_values(["user_idx", "score"], ascending=[True, False])
+    first = top.groupby("user_idx").head(1)
+    assert first["label"].mean() > 0.6  # random order would give 0.1
+    assert max(meta["importance_gain"], key=meta["importance_gain"].get) == "item_trend"
+
+
+def test_groups_without_positive_are_dropped_and_nothing_to_learn_falls_back():
+    features = _features(with_labels=False)
+    booster, meta = fit_ranker(features, **PARAMS)
+    assert booster is None and meta["kind"] == "als_score" and meta["dropped_groups_without_positive"] == 200
+    assert np.array_equal(score_candidates(booster, meta, features), features["als_score"].to_numpy(np.float64))
+
+
+def test_same_seed_same_model():
+    a, _ = fit_ranker(_features(), **PARAMS)
+    b, _ = fit_ranker(_features(), **PARAMS)
+    assert a.model_to_string() == b.model_to_string()
+
+
+def test_out_of_range_param_names_the_key():
+    with pytest.raises(PipelineError, match=r"ranker.learning_rate=0 is out of range"):
+        fit_ranker(_features(), **{**PARAMS, "learning_rate": 0})
