@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from stages.common import FOLDS, check_range, load_params, run_stage, write_npy  # noqa: E402
+from stages.common import FOLDS, check_section, load_params, run_stage, section_params, write_npy  # noqa: E402
 
 log = logging.getLogger("pipeline.als")
 
@@ -42,10 +42,8 @@ def fit_als(user_items: sp.csr_matrix, *, factors: int, regularization: float, i
         (user_factors users x factors, item_factors items x factors), float32. A user or item with no
         observed event gets a zero vector, so it scores 0 against everything.
     """
-    check_range("als.factors", factors, 1, integer=True)
-    check_range("als.regularization", regularization, 0.0)
-    check_range("als.iterations", iterations, 1, integer=True)
-    check_range("als.alpha", alpha, 0.0, low_open=True)
+    check_section("als", factors=factors, regularization=regularization, iterations=iterations, alpha=alpha,
+                  seed=seed)
     from implicit.cpu.als import AlternatingLeastSquares
 
     if user_items.nnz == 0:
@@ -71,7 +69,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--merged", default="data/merged")
     parser.add_argument("--out", default="models/als")
     args = parser.parse_args(argv)
-    params = load_params()["als"]
+    params = section_params(load_params(), "als")
     matrix = sp.load_npz(Path(args.merged) / f"matrix_{args.fold}.npz").tocsr()
     log.info("als-fit %s: %d users x %d items, %d non-zeros, %d factors, %d iterations", args.fold,
              *matrix.shape, matrix.nnz, params["factors"], params["iterations"])

@@ -2,8 +2,8 @@
 
 In:  `data/merged/{users,items,interactions}.parquet`, `data/merged/matrix_<fold>.npz`, `models/als/<fold>/*.npy`,
      `data/prepared/<domain>/windows.json`.
-Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_score, als_rank, pop_rank
-     (ranks from 1; missing when the item did not come from that source).
+Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_rank, pop_rank (ranks from 1; missing
+     when the item did not come from that source), als_score, als_user_norm, als_item_norm (factor lengths).
 
 Sources (their union; a candidate from both carries both ranks):
 - ALS: the `n_als` items of the domain with the highest user x item score. Every user with history in either
@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, TS, USER, USER_IDX,  # noqa: E402
-                           WINDOW, check_range, fold_cutoff, fold_label_window, load_params, progress,
+                           WINDOW, fold_cutoff, fold_label_window, load_params, progress, section_params,
                            read_json, run_stage, write_parquet)
 
 log = logging.getLogger("pipeline.candidates")
@@ -91,6 +91,23 @@ def popular_items(events: pd.DataFrame, *, cutoff: int, days: float, n_items: in
     return order[total_count[order] > 0].astype(np.int32)
 
 
+def recent_taste(events: pd.DataFrame, user_factors: np.ndarray, *, cutoff: int, days: float, n_items: int
+                 ) -> np.ndarray:
+    """Per item, the sum of the taste vectors of the users who had it in the `days` before `cutoff`.
+
+    user_vector . recent_taste[item] = sum over those users of their taste similarity to this user: "people
+    like you took this lately". ALS alone is fitted on all history and misses what trends within a taste.
+
+    Returns:
+        items x factors, float32.
+    """
+    recent = events[(events[TS] < cutoff) & (events[TS] >= cutoff - int(days * NS_PER_DAY))]
+    recent = recent.drop_duplicates([USER_IDX, ITEM_IDX])
+    taken = sp.csr_matrix((np.ones(len(recent), np.float32), (recent[ITEM_IDX].to_numpy(), recent[USER_IDX].to_numpy())),
+                          shape=(n_items, user_factors.shape[0]))
+    return np.asarray(taken @ user_factors, dtype=np.float32)
+
+
 def _to_long(users: np.ndarray, items: np.ndarray, rank_name: str) -> pd.DataFrame:
     n = items.shape[1]
     frame = pd.DataFrame({USER_IDX: np.repeat(users, n).astype(np.int32), ITEM_IDX: items.ravel(),
@@ -99,25 +116,32 @@ def _to_long(users: np.ndarray, items: np.ndarray, rank_name: str) -> pd.DataFra
 
 
 def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
-                    popular: np.ndarray, has_history: np.ndarray, *, n_als: int, n_popular: int
-                    ) -> pd.DataFrame:
+                    item_recent_taste: np.ndarray, popular: np.ndarray, has_history: np.ndarray, *, n_als: int,
+                    n_recent: int, n_popular: int) -> pd.DataFrame:
     """Candidates of one domain for the given users.
 
     Args:
         users: user_idx values to make candidates for.
         seen: all users x the domain's items; non-zero = seen in this domain (excluded).
         user_factors: all users x factors; item_factors: the domain's items x factors.
+        item_recent_taste: the domain's items x factors (see recent_taste).
         popular: the domain's items by recent popularity (see popular_items).
         has_history: per user, True when the user has any event in either domain (ALS can score them).
 
     Returns:
-        user_idx, item_idx, als_score, als_rank, pop_rank: one row per (user, candidate item).
+        user_idx, item_idx, als_rank, pop_rank, als_score, als_user_norm, als_item_norm: one row per
+        (user, candidate item).
     """
     alive = np.zeros(item_factors.shape[0], dtype=bool)
     alive[popular] = True
     als_users = users[has_history[users]]
     als_items, _ = top_n_items(user_factors[als_users], item_factors, seen[als_users], n_als, allowed=alive)
     als = _to_long(als_users, als_items, "als_rank")
+    recent_items, _ = top_n_items(user_factors[als_users], item_recent_taste, seen[als_users], n_recent,
+                                  allowed=alive)
+    recent = _to_long(als_users, recent_items, "recent_rank")
+    recent = recent[np.einsum("ij,ij->i", user_factors[recent[USER_IDX].to_numpy()],
+                              item_recent_taste[recent[ITEM_IDX].to_numpy()]) > 0]
 
     # Popular: the top list minus what the user has seen; a few extra slots absorb the seen ones.
     top = popular[: n_popular + 20]
@@ -130,10 +154,15 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     pop = pop[~np.isin(pop_keys, seen_keys)]
     pop = pop[pop.groupby(USER_IDX).cumcount() < n_popular]
 
-    cands = als.merge(pop, on=[USER_IDX, ITEM_IDX], how="outer")
+    cands = als.merge(recent, on=[USER_IDX, ITEM_IDX], how="outer").merge(pop, on=[USER_IDX, ITEM_IDX], how="outer")
     u = cands[USER_IDX].to_numpy()
     i = cands[ITEM_IDX].to_numpy()
     cands["als_score"] = np.einsum("ij,ij->i", user_factors[u], item_factors[i]).astype(np.float32)
+    # How sure ALS is: a short user vector means little or conflicting history, a long item vector a
+    # well-known item. The ranker uses them to decide how far to trust als_score over popularity.
+    cands["als_user_norm"] = np.linalg.norm(user_factors, axis=1)[u].astype(np.float32)
+    cands["als_item_norm"] = np.linalg.norm(item_factors, axis=1)[i].astype(np.float32)
+    cands["recent_affinity"] = np.einsum("ij,ij->i", user_factors[u], item_recent_taste[i]).astype(np.float32)
     return cands.sort_values([USER_IDX, ITEM_IDX], kind="stable").reset_index(drop=True)
 
 
@@ -151,10 +180,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("fold", choices=FOLDS)
     parser.add_argument("--out", default="data/candidates")
     args = parser.parse_args(argv)
-    params = load_params()["candidates"]
-    check_range("candidates.n_als", params["n_als"], 1, integer=True)
-    check_range("candidates.n_popular", params["n_popular"], 1, integer=True)
-    check_range("candidates.popular_days", params["popular_days"], 0.0, low_open=True)
+    params = section_params(load_params(), "candidates")
     windows = read_json("data/prepared/smm/windows.json")
     cutoff = fold_cutoff(windows, args.fold)
     users_map = pd.read_parquet("data/merged/users.parquet")
@@ -174,8 +200,10 @@ def main(argv: list[str]) -> None:
         users = target_users(args.fold, domain, interactions, target_idx)
         popular = popular_items(domain_events, cutoff=cutoff, days=params["popular_days"], n_items=len(cols))
         seen = matrix[:, cols[0]:cols[-1] + 1] if len(cols) else matrix[:, :0]
-        cands = make_candidates(users, seen, user_factors, item_factors[cols], popular, has_history,
-                                n_als=params["n_als"], n_popular=params["n_popular"])
+        recent = recent_taste(domain_events, user_factors, cutoff=cutoff, days=params["popular_days"],
+                              n_items=len(cols))
+        cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,
+                                n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"])
         cands.insert(1, DOMAIN, pd.Categorical([domain] * len(cands), categories=list(DOMAINS)))
         log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,
                  domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))

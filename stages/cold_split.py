@@ -24,8 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stages.candidates import popular_items, target_users
-from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER, USER_IDX, check_range, fold_cutoff,
-                           load_params, read_json, run_stage, write_parquet)
+from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER, USER_IDX, fold_cutoff,
+                           load_params, read_json, run_stage, section_params, write_parquet)
 from stages.ranker_fit import load_ranker, score_candidates
 
 log = logging.getLogger("pipeline.cold_split")
@@ -111,8 +111,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("fold", choices=("holdout", "final"))
     parser.add_argument("--out", default="data/recs")
     args = parser.parse_args(argv)
-    min_interactions = load_params()["cold"]["min_interactions"]
-    check_range("cold.min_interactions", min_interactions, 0, integer=True)
+    params = load_params()
+    min_interactions = section_params(params, "cold")["min_interactions"]
+    popular_days = section_params(params, "candidates")["popular_days"]
     windows = read_json("data/prepared/smm/windows.json")
     cutoff = fold_cutoff(windows, args.fold)
     users_map = pd.read_parquet("data/merged/users.parquet")
@@ -134,7 +135,7 @@ def main(argv: list[str]) -> None:
         users = target_users(args.fold, domain, interactions, target_idx)
         segments = segment_users(users, counts_domain, counts_total, min_interactions=min_interactions)
         popular = popular_items(interactions[interactions[DOMAIN] == domain], cutoff=cutoff,
-                                days=load_params()["candidates"]["popular_days"], n_items=len(cols))
+                                days=popular_days, n_items=len(cols))
         in_domain = (features[DOMAIN] == domain).to_numpy()
         recs = recommend_domain(features[in_domain], scores[in_domain], users, segments, popular, seen.tocsr(),
                                 counts_total > 0)

@@ -88,6 +88,57 @@ def check_range(name: str, value: Any, low: float | None = None, high: float | N
         raise PipelineError(f"params.yaml: {name}={value!r} is out of range: must be {kind} {allowed}".rstrip())
 
 
+# Allowed values of every numeric key of params.yaml: (low, high, integer, low_open). One table, so the
+# rules and their messages are the same wherever a key is read.
+PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "sample.scale": (0.0, 4.0, False, True),
+    "sample.seed": (0, None, True, False),
+    "sample.taste_strength": (0.0, 1.0, False, False),
+    "sample.n_tastes": (1, None, True, False),
+    "sample.share_both": (0.0, 1.0, False, False),
+    "sample.late_start_share": (0.0, 1.0, False, False),
+    "sample.new_item_share": (0.0, 0.9, False, False),
+    "eval.horizon_days": (0.0, None, False, True),
+    "merge.smm_weight": (0.0, None, False, True),
+    "merge.zvuk_weight": (0.0, None, False, True),
+    "als.factors": (1, None, True, False),
+    "als.regularization": (0.0, None, False, False),
+    "als.iterations": (1, None, True, False),
+    "als.alpha": (0.0, None, False, True),
+    "als.seed": (0, None, True, False),
+    "candidates.n_als": (1, None, True, False),
+    "candidates.n_recent": (0, None, True, False),
+    "candidates.n_popular": (1, None, True, False),
+    "candidates.popular_days": (0.0, None, False, True),
+    "ranker.n_estimators": (1, None, True, False),
+    "ranker.learning_rate": (0.0, 1.0, False, True),
+    "ranker.num_leaves": (2, None, True, False),
+    "ranker.min_child_samples": (1, None, True, False),
+    "ranker.truncation_level": (1, None, True, False),
+    "ranker.early_stopping_rounds": (1, None, True, False),
+    "ranker.valid_share": (0.0, 0.9, False, True),
+    "ranker.seed": (0, None, True, False),
+    "cold.min_interactions": (0, None, True, False),
+}
+
+
+def check_section(section: str, **values: Any) -> None:
+    """Check the numeric keys of one params.yaml section against PARAM_RULES; raise naming key and range."""
+    for key, value in values.items():
+        rule = PARAM_RULES.get(f"{section}.{key}")
+        if rule is not None:
+            low, high, integer, low_open = rule
+            check_range(f"{section}.{key}", value, low, high, integer=integer, low_open=low_open)
+
+
+def section_params(params: dict[str, Any], section: str) -> dict[str, Any]:
+    """One section of params.yaml, checked: a missing section or an out-of-range value raises PipelineError."""
+    if not isinstance(params.get(section), dict):
+        raise PipelineError(f"params.yaml: section {section} is missing")
+    check_section(section, **params[section])
+    return params[section]
+
+
 # ---------------------------------------------------------------- atomic output
 
 

@@ -1,11 +1,12 @@
 """Stage `evaluate`: how the holdout fold's lists did on the holdout window, for popular, ALS-only and final.
 
-In:  `data/recs/holdout.parquet`, `data/candidates/holdout.parquet`, `data/merged/interactions.parquet`,
-     `data/merged/items.parquet`, `data/merged/matrix_holdout.npz`.
+In:  `data/recs/holdout.parquet`, `data/candidates/holdout.parquet`, `data/features/train.parquet`,
+     `data/merged/{interactions,items}.parquet`, `data/merged/matrix_{train,holdout}.npz`.
 Out: `metrics/holdout/{popular,als,final}.json` (per model: score = geometric mean of the domains' NDCG@10; per
      domain and segment: NDCG@10, HitRate@10, Recall@10; per domain: catalog coverage),
      `metrics/holdout/users.json` (truth users per domain and segment), `metrics/candidates.json` (candidate
-     recall per source and in total), and CSV tables under `metrics/plots/` for `dvc plots`.
+     recall per source and in total), `metrics/validation.json` (popular and ALS-only on the train fold's label
+     window: the numbers to choose parameters by), and CSV tables under `metrics/plots/` for `dvc plots`.
 
 Truth of a user in a domain: the items they had in the holdout window and not before it (seen items are
 never recommended, so a repeat could not be hit). Users whose truth is empty are not scored.
@@ -29,6 +30,7 @@ from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, 
 log = logging.getLogger("pipeline.evaluate")
 
 RECALL_DEPTHS = (10, 20, 50, 100, 200, 500)
+SOURCES = {"als": "als_rank", "recent": "recent_rank", "popular": "pop_rank"}  # candidate source -> its rank column
 
 
 def per_user_metrics(recs: pd.DataFrame, truth: pd.DataFrame, k: int = K) -> pd.DataFrame:
@@ -59,14 +61,38 @@ def per_user_metrics(recs: pd.DataFrame, truth: pd.DataFrame, k: int = K) -> pd.
     return out
 
 
-def holdout_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, domain: str) -> pd.DataFrame:
-    """user_idx, item_idx of the domain's holdout events on items the user had not seen before the holdout."""
-    truth = interactions.loc[(interactions[DOMAIN] == domain) & (interactions[WINDOW] == "holdout"),
+def window_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, domain: str,
+                 window: str = "holdout") -> pd.DataFrame:
+    """user_idx, item_idx of the domain's events in `window` on items the user had not seen before it."""
+    truth = interactions.loc[(interactions[DOMAIN] == domain) & (interactions[WINDOW] == window),
                              [USER_IDX, ITEM_IDX]].drop_duplicates()
     cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
     domain_seen = seen[:, cols[0]:cols[-1] + 1].tocsr() if len(cols) else seen[:, :0]
     was_seen = np.asarray(domain_seen[truth[USER_IDX].to_numpy(), truth[ITEM_IDX].to_numpy()]).ravel() != 0
     return truth[~was_seen]
+
+
+def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame]) -> dict:
+    """NDCG@10 of popular and ALS-only on the train fold's label window, from its candidate table.
+
+    This is the window to choose parameters on: nothing of the holdout window is in it. ALS and popular lists
+    are the candidates in their source's order (no popular fill), so users without history score 0 for ALS.
+    """
+    out: dict = {}
+    for model, column in (("popular", "pop_rank"), ("als", "als_rank")):
+        out[model] = {}
+        for domain in DOMAINS:
+            rows = features[(features[DOMAIN] == domain) & features[column].notna()]
+            lists = rows.rename(columns={column: "rank"})[[USER_IDX, "rank", ITEM_IDX]]
+            out[model][domain] = round(float(per_user_metrics(lists, truth[domain])["ndcg"].mean()), 5) \
+                if len(truth[domain]) else 0.0
+        out[model]["score"] = round(float(np.sqrt(out[model]["smm"] * out[model]["zvuk"])), 5)
+    out["candidate_recall"] = {}
+    for domain in DOMAINS:
+        hit = truth[domain].merge(features[features[DOMAIN] == domain], on=[USER_IDX, ITEM_IDX], how="left")
+        found = hit[list(SOURCES.values())].notna().any(axis=1)
+        out["candidate_recall"][domain] = round(float(found.mean()), 5) if len(hit) else 0.0
+    return out
 
 
 def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.DataFrame],
@@ -107,13 +133,12 @@ def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.D
         cand_metrics[domain] = {
             "truth_items": int(n_truth),
             "candidates_per_user": round(len(cands) / max(cands[USER_IDX].nunique(), 1), 2),
-            "recall_als": share(hit["als_rank"].notna()),
-            "recall_popular": share(hit["pop_rank"].notna()),
-            "recall_total": share(hit["als_rank"].notna() | hit["pop_rank"].notna()),
+            **{f"recall_{source}": share(hit[column].notna()) for source, column in SOURCES.items()},
+            "recall_total": share(hit[list(SOURCES.values())].notna().any(axis=1)),
         }
-        deepest = int(np.nanmax([cands["als_rank"].max(), cands["pop_rank"].max(), K]))
+        deepest = int(np.nanmax([cands[c].max() for c in SOURCES.values()] + [K]))
         for depth in sorted({d for d in RECALL_DEPTHS if d < deepest} | {deepest}):
-            for source, column in (("als", "als_rank"), ("popular", "pop_rank")):
+            for source, column in SOURCES.items():
                 recall_rows.append({"n": depth, "series": f"{domain}_{source}",
                                     "recall": share(hit[column].le(depth))})
     recall_table = pd.DataFrame(recall_rows).pivot(index="n", columns="series", values="recall").reset_index()
@@ -129,7 +154,12 @@ def main(argv: list[str]) -> None:
     interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_holdout.npz").tocsr()
-    truth = {d: holdout_truth(interactions, seen, items, d) for d in DOMAINS}
+    truth = {d: window_truth(interactions, seen, items, d) for d in DOMAINS}
+    seen_train = sp.load_npz("data/merged/matrix_train.npz").tocsr()
+    truth_train = {d: window_truth(interactions, seen_train, items, d, window="label") for d in DOMAINS}
+    validation = validation_metrics(pd.read_parquet("data/features/train.parquet",
+                                                    columns=[USER_IDX, DOMAIN, ITEM_IDX, *SOURCES.values()]),
+                                    truth_train)
     alive = np.bincount(seen.indices, minlength=seen.shape[1]) > 0
     catalog = {d: int(alive[items.loc[items[DOMAIN] == d, COL].to_numpy()].sum()) for d in DOMAINS}
     quality, users, cand_metrics, ndcg_table, recall_table = evaluate(recs, candidates, truth, catalog)
@@ -138,6 +168,7 @@ def main(argv: list[str]) -> None:
         write_json(quality[model], out / "holdout" / f"{model}.json")
     write_json(users, out / "holdout" / "users.json")
     write_json(cand_metrics, out / "candidates.json")
+    write_json(validation, out / "validation.json")
     out_plots = out / "plots"
     out_plots.mkdir(parents=True, exist_ok=True)
     write_text(ndcg_table.to_csv(index=False), out_plots / "ndcg.csv")

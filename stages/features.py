@@ -25,21 +25,23 @@ log = logging.getLogger("pipeline.features")
 FEATURES = [
     "domain_code",
     # candidate sources
-    "als_score", "als_rank", "pop_rank", "als_score_gap",
+    "als_score", "als_rank", "recent_rank", "pop_rank", "als_score_gap", "als_user_norm", "als_item_norm",
+    "recent_affinity",
     # item, in its domain, before the cut-off
-    "item_count_7d", "item_count_30d", "item_count_all", "item_trend", "item_age_days", "item_idle_days",
+    "item_count_1d", "item_count_7d", "item_count_30d", "item_count_all", "item_trend", "item_age_days",
+    "item_idle_days",
     # user
     "user_count_domain", "user_count_other", "user_count_7d", "user_idle_days", "user_idle_days_domain",
-    "user_rating_domain",
+    "user_rating_domain", "user_mainstream",
 ]
 
 
 def _item_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
     age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
     frame = pd.DataFrame({DOMAIN: before[DOMAIN].array, ITEM_IDX: before[ITEM_IDX].to_numpy(), "age": age,
-                          "in_7d": age <= 7, "in_30d": age <= 30})
+                          "in_1d": age <= 1, "in_7d": age <= 7, "in_30d": age <= 30})
     stats = frame.groupby([DOMAIN, ITEM_IDX], observed=True).agg(
-        item_count_7d=("in_7d", "sum"), item_count_30d=("in_30d", "sum"), item_count_all=("age", "size"),
+        item_count_1d=("in_1d", "sum"), item_count_7d=("in_7d", "sum"), item_count_30d=("in_30d", "sum"), item_count_all=("age", "size"),
         item_age_days=("age", "max"), item_idle_days=("age", "min"))
     # Trend: last week against the weekly average of the last 30 days, smoothed for rare items.
     stats["item_trend"] = (stats["item_count_7d"] + 1.0) / (stats["item_count_30d"] * 7.0 / 30.0 + 1.0)
@@ -47,12 +49,15 @@ def _item_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
 
 
 def _user_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
-    """Per (user, domain): activity in that domain and in the other one, recency, rating strength."""
+    """Per (user, domain): activity in that domain and in the other one, recency, rating strength, and how
+    mainstream the user's items are (mean log count of their items: low = niche taste, trust ALS more)."""
     age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
+    item_count = before.groupby([DOMAIN, ITEM_IDX], observed=True)[ITEM_IDX].transform("size").to_numpy()
     frame = pd.DataFrame({USER_IDX: before[USER_IDX].to_numpy(), DOMAIN: before[DOMAIN].array, "age": age,
-                          "log_rating": np.log1p(before[RATING].to_numpy())})
+                          "log_rating": np.log1p(before[RATING].to_numpy()), "log_pop": np.log1p(item_count)})
     per_domain = frame.groupby([USER_IDX, DOMAIN], observed=True).agg(
-        count=("age", "size"), idle=("age", "min"), rating=("log_rating", "mean")).reset_index()
+        count=("age", "size"), idle=("age", "min"), rating=("log_rating", "mean"),
+        mainstream=("log_pop", "mean")).reset_index()
     overall = frame.assign(recent=age <= 7).groupby(USER_IDX).agg(
         user_count_7d=("recent", "sum"), user_idle_days=("age", "min"))
     counts = per_domain.pivot(index=USER_IDX, columns=DOMAIN, values="count").reindex(columns=list(DOMAINS))
@@ -66,6 +71,7 @@ def _user_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
         block["user_count_other"] = counts[other].reindex(block.index).fillna(0)
         block["user_idle_days_domain"] = own["idle"].reindex(block.index)
         block["user_rating_domain"] = own["rating"].reindex(block.index)
+        block["user_mainstream"] = own["mainstream"].reindex(block.index)
         rows.append(block.join(overall))
     stats = pd.concat(rows).reset_index()
     stats[DOMAIN] = pd.Categorical(stats[DOMAIN], categories=list(DOMAINS))
@@ -94,7 +100,7 @@ def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutof
     out["domain_code"] = out[DOMAIN].cat.codes.astype("float32")
     best = out.groupby([USER_IDX, DOMAIN], observed=True)["als_score"].transform("max")
     out["als_score_gap"] = (best - out["als_score"]).astype("float32")  # how far below the user's best candidate
-    for column in ("item_count_7d", "item_count_30d", "item_count_all", "user_count_domain", "user_count_other",
+    for column in ("item_count_1d", "item_count_7d", "item_count_30d", "item_count_all", "user_count_domain", "user_count_other",
                    "user_count_7d"):
         out[column] = out[column].fillna(0).astype("float32")
     if label_window is None:

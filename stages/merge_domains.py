@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX, WINDOW,
-                           PipelineError, check_range, load_params, run_stage, write_npz_sparse, write_parquet)
+                           PipelineError, check_section, load_params, run_stage, section_params, write_npz_sparse, write_parquet)
 
 log = logging.getLogger("pipeline.merge")
 
@@ -79,8 +79,7 @@ def merge_domains(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFra
     """
     if weighting not in WEIGHTINGS:
         confidence(np.ones(1), weighting=weighting, median=1.0)  # raises the error that names the key
-    check_range("merge.smm_weight", smm_weight, 0.0, low_open=True)
-    check_range("merge.zvuk_weight", zvuk_weight, 0.0, low_open=True)
+    check_section("merge", smm_weight=smm_weight, zvuk_weight=zvuk_weight)
     domain_weight = {"smm": smm_weight, "zvuk": zvuk_weight}
     users, items = build_maps(events, targets)
     user_index = pd.Series(users[USER_IDX].to_numpy(), index=users[USER].to_numpy())
@@ -120,10 +119,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--prepared", default="data/prepared")
     parser.add_argument("--out", default="data/merged")
     args = parser.parse_args(argv)
-    params = load_params()
+    params = section_params(load_params(), "merge")
+    confidence(np.ones(1), weighting=params["weighting"], median=1.0)  # fail on a bad key before reading data
     events = {d: pd.read_parquet(Path(args.prepared) / d / "events.parquet") for d in DOMAINS}
     targets = {d: pd.read_parquet(Path(args.prepared) / d / "targets.parquet") for d in DOMAINS}
-    users, items, interactions, matrices = merge_domains(events, targets, **params["merge"])
+    users, items, interactions, matrices = merge_domains(events, targets, **params)
     out = Path(args.out)
     write_parquet(users, out / "users.parquet")
     write_parquet(items, out / "items.parquet")

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER, WINDOW, PipelineError,
-                           check_range, load_params, run_stage, write_json, write_parquet)
+                           check_section, load_params, run_stage, section_params, write_json, write_parquet)
 
 log = logging.getLogger("pipeline.prepare")
 
@@ -36,11 +36,13 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     if not path.exists():
         raise PipelineError(f"{path}: file not found")
     try:
-        return pq.read_table(path, columns=columns).to_pandas()
-    except KeyError as err:
-        raise PipelineError(f"{path}: missing column {err}") from None
+        names = pq.read_schema(path).names
+        missing = [c for c in columns or [] if c not in names]
+        if not missing:
+            return pq.read_table(path, columns=columns).to_pandas()
     except Exception as err:  # pyarrow raises several types for a file that is not parquet
         raise PipelineError(f"{path}: not a readable parquet file ({type(err).__name__})") from None
+    raise PipelineError(f"{path}: missing column {missing[0]}")
 
 
 def _as_int64(values: pd.Series, name: str, column: str) -> np.ndarray:
@@ -92,12 +94,26 @@ def validate_interactions(frame: pd.DataFrame, *, domain: str, name: str) -> pd.
         raise PipelineError(f"{name}: column {RATING} has {int(bad.sum())} value(s) that are not positive and "
                             f"finite (e.g. {rating[bad][0]})")
     out[RATING] = rating
-    outside = (out[TS] < TS_MIN) | (out[TS] > TS_MAX)
-    if outside.any():
-        example = int(out.loc[outside, TS].iloc[0])
-        raise PipelineError(f"{name}: column {TS} has {int(outside.sum())} value(s) outside 2000..2100 "
-                            f"(e.g. {example}; expected nanoseconds since epoch)")
+    check_timestamps(out[TS].to_numpy(), name)
     return out
+
+
+def check_timestamps(ts: np.ndarray, name: str) -> None:
+    """Reject timestamps that cannot be nanoseconds of this data: outside 2000..2100 (seconds or ms since epoch
+    fall far below), or far from where the bulk of the file lies (one stray year would stretch every window)."""
+    outside = (ts < TS_MIN) | (ts > TS_MAX)
+    if outside.any():
+        raise PipelineError(f"{name}: column {TS} has {int(outside.sum())} value(s) outside 2000..2100 "
+                            f"(e.g. {int(ts[outside][0])}; expected nanoseconds since epoch)")
+    if len(ts) >= 20:
+        low, high = np.quantile(ts, [0.01, 0.99])
+        margin = max(high - low, 30 * NS_PER_DAY)
+        stray = (ts < low - margin) | (ts > high + margin)
+        if stray.any():
+            example = pd.Timestamp(int(ts[stray][0]))
+            raise PipelineError(f"{name}: column {TS} has {int(stray.sum())} value(s) far outside the data's range "
+                                f"(e.g. {example}, while 98% of rows lie in {pd.Timestamp(int(low)).date()}.."
+                                f"{pd.Timestamp(int(high)).date()})")
 
 
 def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame, int]:
@@ -146,7 +162,7 @@ def prepare_domain(train: pd.DataFrame, test: pd.DataFrame, targets: pd.DataFram
     Returns:
         (events with a window column, target users, windows dict)
     """
-    check_range("eval.horizon_days", horizon_days, 0.0, low_open=True)
+    check_section("eval", horizon_days=horizon_days)
     span_days = (end_ns - start_ns) / NS_PER_DAY
     if 2 * horizon_days >= span_days:
         raise PipelineError(f"params.yaml: eval.horizon_days={horizon_days} is out of range: the label and "
@@ -156,6 +172,9 @@ def prepare_domain(train: pd.DataFrame, test: pd.DataFrame, targets: pd.DataFram
     test = validate_interactions(test, domain=domain, name=f"test_{domain}.parquet")
     if len(train) == 0:
         raise PipelineError(f"train_{domain}.parquet: the file has no rows")
+    if len(test) == 0:
+        log.warning("test_%s.parquet: the file has no rows; only targets_%s.parquet users get recommendations",
+                    domain, domain)
     events, _ = merge_history([train, test], name=f"train_{domain}.parquet + test_{domain}.parquet")
     windows = time_windows(end_ns, horizon_days=horizon_days)
     events = split_windows(events, windows)
@@ -175,12 +194,14 @@ def prepare_domain(train: pd.DataFrame, test: pd.DataFrame, targets: pd.DataFram
 
 
 def _time_range(raw_dir: Path) -> tuple[int, int]:
+    """First and last timestamp over the train and test files of both domains (one clock for both)."""
     lows, highs = [], []
     for domain in DOMAINS:
         for kind in ("train", "test"):
             path = raw_dir / f"{kind}_{domain}.parquet"
             ts = read_parquet(path, columns=[TS])[TS]
             ts = pd.Series(_as_int64(ts.dropna(), path.name, TS))
+            check_timestamps(ts.to_numpy(), path.name)
             if len(ts):
                 lows.append(ts.min())
                 highs.append(ts.max())
@@ -195,6 +216,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="data/prepared")
     args = parser.parse_args(argv)
     params = load_params()
+    eval_params = section_params(params, "eval")
     raw_dir = Path(params["data"]["raw_dir"])
     start_ns, end_ns = _time_range(raw_dir)
     train = read_parquet(raw_dir / f"train_{args.domain}.parquet")
@@ -202,7 +224,7 @@ def main(argv: list[str]) -> None:
     targets_path = raw_dir / f"targets_{args.domain}.parquet"
     targets = read_parquet(targets_path) if targets_path.exists() else None
     events, target_users, windows = prepare_domain(train, test, targets, domain=args.domain, end_ns=end_ns,
-                                                   start_ns=start_ns, **params["eval"])
+                                                   start_ns=start_ns, **eval_params)
     out = Path(args.out) / args.domain
     write_parquet(events, out / "events.parquet")
     write_parquet(target_users, out / "targets.parquet")

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.common import (DOMAIN, USER_IDX, check_range, load_params, run_stage, write_json, write_text)
+from stages.common import (DOMAIN, USER_IDX, check_section, load_params, run_stage, section_params, write_json,
+                           write_text)
 from stages.features import FEATURES
 
 log = logging.getLogger("pipeline.ranker")
@@ -49,13 +50,9 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
     Returns:
         (lightgbm Booster or None for the ALS-score fallback, meta dict)
     """
-    check_range("ranker.n_estimators", n_estimators, 1, integer=True)
-    check_range("ranker.learning_rate", learning_rate, 0.0, 1.0, low_open=True)
-    check_range("ranker.num_leaves", num_leaves, 2, integer=True)
-    check_range("ranker.min_child_samples", min_child_samples, 1, integer=True)
-    check_range("ranker.truncation_level", truncation_level, 1, integer=True)
-    check_range("ranker.early_stopping_rounds", early_stopping_rounds, 1, integer=True)
-    check_range("ranker.valid_share", valid_share, 0.0, 0.9, low_open=True)
+    check_section("ranker", n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
+                  min_child_samples=min_child_samples, truncation_level=truncation_level,
+                  early_stopping_rounds=early_stopping_rounds, valid_share=valid_share, seed=seed)
     group_key = [USER_IDX, DOMAIN]
     positives = features.groupby(group_key, observed=True)["label"].transform("max") > 0
     rows = features[positives].sort_values(group_key, kind="stable")
@@ -127,7 +124,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("name", choices=sorted(TRAIN_FOLD))
     parser.add_argument("--out", default="models/ranker")
     args = parser.parse_args(argv)
-    params = load_params()["ranker"]
+    params = section_params(load_params(), "ranker")
     features = pd.read_parquet(f"data/features/{TRAIN_FOLD[args.name]}.parquet")
     booster, meta = fit_ranker(features, **params)
     out = Path(args.out) / args.name

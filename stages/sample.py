@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER, PipelineError,
-                           check_range, load_params, run_stage, write_parquet)
+from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER,
+                           check_section, load_params, run_stage, section_params, write_parquet)
 
 log = logging.getLogger("pipeline.sample")
 
@@ -56,12 +56,8 @@ def make_sample(*, scale: float, seed: int, taste_strength: float, n_tastes: int
         {"train_smm": ..., "test_smm": ..., "targets_smm": ..., "train_zvuk": ..., ...}: train and test in the
         real schema (test = the train rows of the test users), targets with one `user_id` column.
     """
-    check_range("sample.scale", scale, 0.0, 4.0, low_open=True)
-    check_range("sample.taste_strength", taste_strength, 0.0, 1.0)
-    check_range("sample.n_tastes", n_tastes, 1, integer=True)
-    check_range("sample.share_both", share_both, 0.0, 1.0)
-    check_range("sample.late_start_share", late_start_share, 0.0, 1.0)
-    check_range("sample.new_item_share", new_item_share, 0.0, 0.9)
+    check_section("sample", scale=scale, seed=seed, taste_strength=taste_strength, n_tastes=n_tastes,
+                  share_both=share_both, late_start_share=late_start_share, new_item_share=new_item_share)
     rng = np.random.default_rng(seed)
     n_days = {d: (END_NS[d] - START_NS) / NS_PER_DAY for d in DOMAINS}
     users = _make_users(rng, max(60, round(FULL_USERS * scale)), n_tastes, share_both, late_start_share,
@@ -110,7 +106,8 @@ def _make_users(rng: np.random.Generator, n_users: int, n_tastes: int, share_bot
     late = (kind == 0) & (rng.random(n_users) < late_start_share)
     late_domain = rng.integers(0, 2, size=n_users)  # which domain a late user starts late
     for d_index, domain in enumerate(DOMAINS):
-        start = rng.random(n_users) ** 2 * n_days * 0.8  # most users are there early on
+        # Most users are customers from before the period; the others join at a steady pace.
+        start = np.where(rng.random(n_users) < 0.6, 0.0, rng.random(n_users) * n_days * 0.9)
         is_late = late & (late_domain == d_index)
         start[is_late] = n_days - rng.random(is_late.sum()) * 24.0  # the second service in the last weeks
         churn = rng.random(n_users) < 0.2
@@ -134,7 +131,11 @@ def _make_domain(rng: np.random.Generator, domain: str, users: _Users, n_items: 
     members = np.flatnonzero(users.in_domain[domain])
     sigma = 1.3
     raw_mean = rows_per_user * 1.45  # repeats of a pair collapse into one row
-    n_events = np.exp(rng.normal(np.log(raw_mean) - sigma**2 / 2, sigma, size=len(members)))
+    # A user's events grow with the days they are active (a steady rate per user), so the daily volume
+    # stays about level over the period, as in the real data.
+    span = np.maximum(users.end_day[domain][members] - users.start_day[domain][members], 0.5)
+    rate = np.exp(rng.normal(-sigma**2 / 2, sigma, size=len(members)))
+    n_events = rate * span * (raw_mean / span.mean())
     n_events = np.clip(np.round(n_events), 1, max(1, n_items // 3)).astype(np.int64)
     user_pos = np.repeat(members, n_events)
     start, end = users.start_day[domain][user_pos], users.end_day[domain][user_pos]
@@ -164,9 +165,10 @@ def _make_domain(rng: np.random.Generator, domain: str, users: _Users, n_items: 
                                     n_items - 1)
 
     ts = START_NS + (day * NS_PER_DAY).astype(np.int64)
-    # Repeats of a (user, item) pair become one row: last timestamp, more events -> a higher rating.
+    # Repeats of a (user, item) pair become one row at the time of one of its events (the last one would pile
+    # rows up at the end of the period), more events -> a higher rating.
     events = pd.DataFrame({"u": user_pos, "i": item_pos, "t": ts, "taste": from_taste})
-    pairs = events.groupby(["u", "i"], sort=False).agg(t=("t", "max"), n=("t", "size"), taste=("taste", "max"))
+    pairs = events.groupby(["u", "i"], sort=False).agg(t=("t", "first"), n=("t", "size"), taste=("taste", "max"))
     pairs = pairs.reset_index()
     n = pairs["n"].to_numpy()
     extra = rng.geometric(0.5, size=len(pairs)) - 1 + pairs["taste"].to_numpy() * rng.integers(0, 3, len(pairs))
@@ -189,7 +191,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/sample")
     args = parser.parse_args(argv)
-    params = load_params()["sample"]
+    params = section_params(load_params(), "sample")
     files = make_sample(**params)
     for name, frame in files.items():
         write_parquet(frame, f"{args.out}/{name}.parquet")

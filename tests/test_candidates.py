@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.candidates import make_candidates, popular_items, top_n_items
+from stages.candidates import make_candidates, popular_items, recent_taste, top_n_items
 from tests.conftest import DAY, T0
 
 
@@ -35,8 +35,9 @@ def test_cross_domain_user_gets_als_candidates_and_seen_items_never_appear():
     item_factors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], dtype=np.float32)
     seen = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 0], [0, 0, 0]]))  # user 1: no history in this domain
     has_history = np.array([True, True, False])  # user 2 has no history anywhere
-    cands = make_candidates(np.array([0, 1, 2]), seen, user_factors, item_factors, np.array([2, 0, 1]),
-                            has_history, n_als=1, n_popular=1)
+    recent = np.zeros_like(item_factors)
+    cands = make_candidates(np.array([0, 1, 2]), seen, user_factors, item_factors, recent, np.array([2, 0, 1]),
+                            has_history, n_als=1, n_recent=1, n_popular=1)
     by_user = {u: g for u, g in cands.groupby("user_idx")}
     assert 0 not in by_user[0]["item_idx"].tolist()                      # seen
     assert by_user[0].query("als_rank == 1")["item_idx"].tolist() == [1]
@@ -44,3 +45,11 @@ def test_cross_domain_user_gets_als_candidates_and_seen_items_never_appear():
     assert by_user[2]["als_rank"].isna().all()                            # no taste: popular only
     assert by_user[2]["item_idx"].tolist() == [2]
     assert by_user[0].query("item_idx == 1")["als_score"].iloc[0] == np.float32(0.9)
+
+
+def test_recent_taste_sums_the_vectors_of_recent_users():
+    user_factors = np.array([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]], dtype=np.float32)
+    events = pd.DataFrame({"user_idx": [0, 1, 1, 2], "item_idx": [0, 0, 1, 1],
+                           "timestamp": [T0 - DAY, T0 - 2 * DAY, T0 - 2 * DAY, T0 - 30 * DAY]})
+    taste = recent_taste(events, user_factors, cutoff=T0, days=7, n_items=3)
+    assert taste.tolist() == [[1.0, 2.0], [0.0, 2.0], [0.0, 0.0]]  # user 2's event is too old

@@ -21,7 +21,9 @@ def _interactions():
 def _candidates():
     frame = pd.DataFrame({"user_idx": [0, 0, 1], "domain": ["smm", "smm", "smm"], "item_idx": [2, 0, 1],
                           "als_score": np.float32([0.5, 0.2, 0.1]), "als_rank": [1.0, 2.0, np.nan],
-                          "pop_rank": [np.nan, 1.0, 2.0]})
+                          "pop_rank": [np.nan, 1.0, 2.0], "als_user_norm": np.float32([1.0, 1.0, 0.5]),
+                          "als_item_norm": np.float32([0.3, 0.2, 0.1]), "recent_rank": [np.nan, np.nan, 1.0],
+                          "recent_affinity": np.float32([0.0, 0.0, 0.4])})
     frame["domain"] = pd.Categorical(frame["domain"], categories=["smm", "zvuk"])
     return frame
 

@@ -1,0 +1,73 @@
+"""Edge cases of real use, through `dvc repro` on crafted data: wide ids, users who have seen most of the
+catalog, users nobody has seen, a catalog too small for 10 recommendations."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tests.conftest import copy_project, run_dvc, set_param, smm_frame, zvuk_frame
+
+BIG_ITEM = 2**40          # item ids beyond int32
+BIG_USER = 3_000_000_000  # user ids beyond int32
+
+
+def _crafted(n_zvuk_items: int) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    smm_items = BIG_ITEM + 3 * np.arange(15)
+    smm_rows, zvuk_rows = [], []
+    for u in range(40):
+        user = BIG_USER + u
+        for i in rng.choice(15, size=4, replace=False):
+            smm_rows.append((user, int(smm_items[i]), int(rng.integers(0, 60)), 1.554808))
+        for i in rng.choice(n_zvuk_items, size=min(3, n_zvuk_items - 1), replace=False):
+            zvuk_rows.append((user, 500 + int(i), int(rng.integers(0, 60)), 2))
+    heavy = BIG_USER + 100  # has seen 5 of the 15 smm items: exactly 10 remain
+    smm_rows += [(heavy, int(smm_items[i]), 10 + i, 2.802427) for i in range(5)]
+    train_smm, train_zvuk = smm_frame(smm_rows), zvuk_frame(zvuk_rows)
+    only_in_test = smm_frame([(BIG_USER + 200, int(smm_items[0]), 30, 1.554808)])
+    return {
+        "train_smm": train_smm, "train_zvuk": train_zvuk,
+        "test_smm": pd.concat([train_smm[train_smm["user_id"] == heavy], only_in_test]),
+        "test_zvuk": train_zvuk[train_zvuk["user_id"] < BIG_USER + 5],
+        # targets: a user unknown everywhere, and a zvuk user with no smm history
+        "targets_smm": pd.DataFrame({"user_id": [9_999_999_999, BIG_USER + 1]}),
+    }
+
+
+def _project(tmp_path: Path, files: dict[str, pd.DataFrame]) -> Path:
+    project = copy_project(tmp_path)
+    raw = project / "data" / "raw"
+    raw.mkdir(parents=True)
+    for name, frame in files.items():
+        frame.to_parquet(raw / f"{name}.parquet", index=False)
+    set_param(project, "data.raw_dir", "data/raw")
+    set_param(project, "sample.scale", 0.002)
+    return project
+
+
+def test_wide_ids_heavy_users_and_unknown_targets(tmp_path: Path):
+    files = _crafted(n_zvuk_items=20)
+    project = _project(tmp_path, files)
+    run_dvc(project, "repro")
+    sub = pd.read_parquet(project / "data" / "submission" / "submission_smm.parquet").set_index("user_id")
+    assert sub.index.dtype == np.int64
+    expected_users = set(files["test_smm"]["user_id"]) | set(files["targets_smm"]["user_id"])
+    assert set(sub.index) == expected_users
+    heavy_seen = set(files["train_smm"].loc[files["train_smm"]["user_id"] == BIG_USER + 100, "item_id"])
+    all_items = set(BIG_ITEM + 3 * np.arange(15))
+    assert set(sub.loc[BIG_USER + 100, "item_id"]) == all_items - heavy_seen  # the 10 unseen, all of them
+    for user, items in sub["item_id"].items():
+        assert len(set(items)) == 10 and set(items) <= all_items
+    assert min(min(items) for items in sub["item_id"]) >= BIG_ITEM  # ids kept exactly, no int32 overflow
+
+
+def test_catalog_smaller_than_ten_is_a_clear_error(tmp_path: Path):
+    project = _project(tmp_path, _crafted(n_zvuk_items=8))
+    result = run_dvc(project, "repro", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "cannot recommend 10 distinct unseen items" in output and "catalog of 8" in output
+    assert "Traceback" not in output
+    assert not (project / "data" / "submission" / "submission_zvuk.parquet").exists()
