@@ -10,7 +10,8 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -142,67 +143,51 @@ def section_params(params: dict[str, Any], section: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- atomic output
 
 
-def _atomic_target(path: str | Path) -> tuple[Path, Path]:
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it to `path`, on any failure remove it.
+
+    The rename is atomic on POSIX, so a reader (a later stage, dvc) sees the old file or the whole new one,
+    never a half-written file under the final name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    return path, Path(tmp)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)  # atomic on POSIX: a reader sees the old file or the whole new one
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a parquet file atomically (temporary name, then rename), without the pandas index."""
-    path, tmp = _atomic_target(path)
-    try:
+    """Write a parquet file atomically, without the pandas index."""
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically, keys sorted so that diffs stay small."""
-    path, tmp = _atomic_target(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
 def write_text(text: str, path: str | Path) -> None:
-    path, tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_npy(array: np.ndarray, path: str | Path) -> None:
-    path, tmp = _atomic_target(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def write_npz_sparse(matrix, path: str | Path) -> None:
     import scipy.sparse as sp
 
-    path, tmp = _atomic_target(path)
-    try:
-        with open(tmp, "wb") as fh:
-            sp.save_npz(fh, matrix, compressed=False)
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        sp.save_npz(fh, matrix, compressed=False)
 
 
 def read_json(path: str | Path) -> Any:

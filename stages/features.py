@@ -26,9 +26,9 @@ FEATURES = [
     "domain_code",
     # candidate sources
     "als_score", "als_rank", "recent_rank", "pop_rank", "als_score_gap", "als_user_norm", "als_item_norm",
-    "recent_affinity",
+    "als_cosine", "recent_affinity", "recent_affinity_share",
     # item, in its domain, before the cut-off
-    "item_count_1d", "item_count_7d", "item_count_30d", "item_count_all", "item_trend", "item_age_days",
+    "item_share_1d", "item_share_3d", "item_share_7d", "item_share_30d", "item_share_all", "item_trend", "item_age_days",
     "item_idle_days",
     # user
     "user_count_domain", "user_count_other", "user_count_7d", "user_idle_days", "user_idle_days_domain",
@@ -39,12 +39,19 @@ FEATURES = [
 def _item_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
     age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
     frame = pd.DataFrame({DOMAIN: before[DOMAIN].array, ITEM_IDX: before[ITEM_IDX].to_numpy(), "age": age,
-                          "in_1d": age <= 1, "in_7d": age <= 7, "in_30d": age <= 30})
+                          "in_1d": age <= 1, "in_3d": age <= 3, "in_7d": age <= 7, "in_30d": age <= 30})
     stats = frame.groupby([DOMAIN, ITEM_IDX], observed=True).agg(
-        item_count_1d=("in_1d", "sum"), item_count_7d=("in_7d", "sum"), item_count_30d=("in_30d", "sum"), item_count_all=("age", "size"),
+        item_count_1d=("in_1d", "sum"), item_count_3d=("in_3d", "sum"), item_count_7d=("in_7d", "sum"),
+        item_count_30d=("in_30d", "sum"), item_count_all=("age", "size"),
         item_age_days=("age", "max"), item_idle_days=("age", "min"))
     # Trend: last week against the weekly average of the last 30 days, smoothed for rare items.
     stats["item_trend"] = (stats["item_count_7d"] + 1.0) / (stats["item_count_30d"] * 7.0 / 30.0 + 1.0)
+    # Popularity as a share of the domain's events in the window: counts grow with the service, shares
+    # mean the same at the training cut-off and at the serving one.
+    for window in ("1d", "3d", "7d", "30d", "all"):
+        count = stats[f"item_count_{window}"]
+        total = count.groupby(level=DOMAIN, observed=True).transform("sum")
+        stats[f"item_share_{window}"] = count / total.where(total > 0, 1.0) * 1000.0  # per mille
     return stats.astype("float32").reset_index()
 
 
@@ -100,9 +107,14 @@ def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutof
     out["domain_code"] = out[DOMAIN].cat.codes.astype("float32")
     best = out.groupby([USER_IDX, DOMAIN], observed=True)["als_score"].transform("max")
     out["als_score_gap"] = (best - out["als_score"]).astype("float32")  # how far below the user's best candidate
-    for column in ("item_count_1d", "item_count_7d", "item_count_30d", "item_count_all", "user_count_domain", "user_count_other",
-                   "user_count_7d"):
+    # Taste match without popularity: ALS scores grow with item popularity, the cosine does not.
+    norms = out["als_user_norm"] * out["als_item_norm"]
+    out["als_cosine"] = (out["als_score"] / norms.where(norms > 0)).astype("float32")
+    for column in ("item_count_7d", *[f for f in FEATURES if f.startswith("item_share_")],
+                   "user_count_domain", "user_count_other", "user_count_7d"):
         out[column] = out[column].fillna(0).astype("float32")
+    # Of the item's recent takers, how much are they like this user (recent_affinity sums their similarity).
+    out["recent_affinity_share"] = (out["recent_affinity"] / (out["item_count_7d"] + 1.0)).astype("float32")
     if label_window is None:
         out["label"] = np.int8(0)
     else:

@@ -57,16 +57,20 @@ def build_maps(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame]
     return users, items
 
 
+def check_weighting(weighting: str) -> None:
+    if weighting not in WEIGHTINGS:
+        raise PipelineError(f"params.yaml: merge.weighting={weighting!r} is out of range: must be one of "
+                            f"{', '.join(WEIGHTINGS)}")
+
+
 def confidence(rating: np.ndarray, *, weighting: str, median: float) -> np.ndarray:
     """Confidence weight of events from their ratings (see the module docstring)."""
     if weighting == "binary":
         return np.ones_like(rating, dtype=np.float32)
     if weighting == "log":
         return np.log2(1.0 + rating / median).astype(np.float32)
-    if weighting == "linear":
-        return (rating / median).astype(np.float32)
-    raise PipelineError(f"params.yaml: merge.weighting={weighting!r} is out of range: must be one of "
-                        f"{', '.join(WEIGHTINGS)}")
+    check_weighting(weighting)
+    return (rating / median).astype(np.float32)
 
 
 def merge_domains(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame], *, weighting: str,
@@ -77,8 +81,7 @@ def merge_domains(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFra
     Returns:
         (users, items, interactions with user_idx/domain/item_idx/col/weight, {fold: CSR users x items})
     """
-    if weighting not in WEIGHTINGS:
-        confidence(np.ones(1), weighting=weighting, median=1.0)  # raises the error that names the key
+    check_weighting(weighting)
     check_section("merge", smm_weight=smm_weight, zvuk_weight=zvuk_weight)
     domain_weight = {"smm": smm_weight, "zvuk": zvuk_weight}
     users, items = build_maps(events, targets)
@@ -120,7 +123,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="data/merged")
     args = parser.parse_args(argv)
     params = section_params(load_params(), "merge")
-    confidence(np.ones(1), weighting=params["weighting"], median=1.0)  # fail on a bad key before reading data
+    check_weighting(params["weighting"])  # before reading any data
     events = {d: pd.read_parquet(Path(args.prepared) / d / "events.parquet") for d in DOMAINS}
     targets = {d: pd.read_parquet(Path(args.prepared) / d / "targets.parquet") for d in DOMAINS}
     users, items, interactions, matrices = merge_domains(events, targets, **params)

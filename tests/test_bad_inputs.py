@@ -133,6 +133,16 @@ def test_accepted_variants_pass(tmp_path: Path):
     assert events["timestamp"].is_monotonic_increasing
 
 
+def test_every_numeric_param_has_a_rule_that_names_it():
+    from stages.common import PARAM_RULES, PipelineError, check_section
+
+    for key, (low, _high, integer, _open) in PARAM_RULES.items():
+        section, name = key.split(".")
+        bad = (low - 1) if low is not None else None
+        with pytest.raises(PipelineError, match=rf"params.yaml: {key}=.* is out of range"):
+            check_section(section, **{name: bad})
+
+
 @pytest.mark.parametrize("factors", [0, -3])
 def test_out_of_range_param_is_rejected_before_any_input_is_read(tmp_path: Path, factors: int):
     # No matrix exists: an error about the param (not the missing file) shows it was checked first.

@@ -61,6 +61,13 @@ def test_wide_ids_heavy_users_and_unknown_targets(tmp_path: Path):
     for user, items in sub["item_id"].items():
         assert len(set(items)) == 10 and set(items) <= all_items
     assert min(min(items) for items in sub["item_id"]) >= BIG_ITEM  # ids kept exactly, no int32 overflow
+    # Users with no history anywhere are cold and get exactly the popular list.
+    recs = pd.read_parquet(project / "data" / "recs" / "final.parquet")
+    users = pd.read_parquet(project / "data" / "merged" / "users.parquet").set_index("user_id")["user_idx"]
+    unknown = recs[(recs["user_idx"] == users[9_999_999_999]) & (recs["domain"] == "smm")]
+    assert set(unknown["segment"]) == {"cold"}
+    lists = {m: g.sort_values("rank")["item_idx"].tolist() for m, g in unknown.groupby("model", observed=True)}
+    assert lists["final"] == lists["popular"] and len(lists["final"]) == 10
 
 
 def test_catalog_smaller_than_ten_is_a_clear_error(tmp_path: Path):

@@ -32,11 +32,12 @@ def test_features_use_only_events_before_the_cutoff_and_labels_come_from_the_win
     out = make_features(_candidates(), _interactions(), cutoff=CUTOFF, label_window="label")
     assert list(out.columns) == ["user_idx", "domain", "item_idx", *FEATURES, "label"]
     row = out.set_index(["user_idx", "item_idx"])
-    assert row.loc[(0, 0), "item_count_all"] == 2        # users 0 and 1 had smm item 0 before the cut-off
-    assert row.loc[(0, 0), "item_count_7d"] == 1
+    # smm before the cut-off: item 0 by users 0 (1 day ago) and 1 (40 days ago), item 1 by user 0 (10 days ago)
+    assert row.loc[(0, 0), "item_share_all"] == pytest.approx(2 / 3 * 1000)
+    assert row.loc[(0, 0), "item_share_7d"] == pytest.approx(1000)
     assert row.loc[(0, 0), "item_age_days"] == pytest.approx(40)
     assert row.loc[(0, 0), "item_idle_days"] == pytest.approx(1)
-    assert row.loc[(0, 2), "item_count_all"] == 0        # item 2 appears only after the cut-off
+    assert row.loc[(0, 2), "item_share_all"] == 0        # item 2 appears only after the cut-off
     assert row.loc[(0, 0), "user_count_domain"] == 2 and row.loc[(0, 0), "user_count_other"] == 1
     assert row.loc[(0, 0), "user_idle_days"] == pytest.approx(1)
     assert row.loc[(1, 1), "user_idle_days_domain"] == pytest.approx(40)
