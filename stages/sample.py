@@ -137,54 +137,74 @@ def _make_domain(rng: np.random.Generator, domain: str, users: _Users, n_items: 
     rate = np.exp(rng.normal(-sigma**2 / 2, sigma, size=len(members)))
     n_events = rate * span * (raw_mean / span.mean())
     n_events = np.clip(np.round(n_events), 1, max(1, n_items // 3)).astype(np.int64)
+
+    # Item weights of every day: base popularity times the trend of items released during the period.
+    days = np.arange(int(n_days) + 1)[:, None]
+    age = days - release[None, :]
+    trend = np.where(release < 0, 1.0, np.where(age < 0, 0.0, 1.0 + 8.0 * np.exp(-np.maximum(age, 0) / 10.0)))
+    cum_by_day = np.cumsum(base[None, :] * trend, axis=1)
+    del age, trend
+
+    # Users in chunks: a (user, item) pair never spans two chunks, so each chunk is final on its own and
+    # memory stays bounded at full scale.
+    parts = []
+    for chunk in np.array_split(np.arange(len(members)), max(1, len(members) // CHUNK_USERS)):
+        parts.append(_chunk_pairs(rng, members[chunk], n_events[chunk], users, domain, cum_by_day, bounds,
+                                  taste_strength, n_items, n_days))
+    u, i, t, n, taste = (np.concatenate(column) for column in zip(*parts))
+    extra = rng.geometric(0.5, size=len(u)) - 1 + taste * rng.integers(0, 3, len(u))
+    if domain == "smm":
+        view_only = (n == 1) & (rng.random(len(u)) < 0.72)
+        rating = np.where(view_only, SMM_VIEW, (n + extra) * SMM_UNIT).astype("float64")
+    else:
+        rating = (n + extra).astype("int64")
+    order = np.argsort(t, kind="stable")
+    frame = pd.DataFrame({USER: users.ids[u[order]], ITEM: item_ids[i[order]].astype("int64"), TS: t[order],
+                          RATING: rating[order]})
+    return frame[list(RAW_COLUMNS[domain])]
+
+
+CHUNK_USERS = 20_000
+
+
+def _chunk_pairs(rng: np.random.Generator, members: np.ndarray, n_events: np.ndarray, users: _Users, domain: str,
+                 cum_by_day: np.ndarray, bounds: np.ndarray, taste_strength: float, n_items: int, n_days: float
+                 ) -> tuple[np.ndarray, ...]:
+    """Events of some users, collapsed to one row per (user, item): (user, item, ts, events, from taste)."""
     user_pos = np.repeat(members, n_events)
     start, end = users.start_day[domain][user_pos], users.end_day[domain][user_pos]
     day = start + (end - start) * rng.random(len(user_pos))
     from_taste = rng.random(len(user_pos)) < taste_strength
-    source = np.where(from_taste, users.taste[user_pos], -1)
-
-    item_pos = np.empty(len(user_pos), dtype=np.int64)
+    source = users.taste[user_pos]
     day_index = np.minimum(day.astype(np.int64), int(n_days))
-    order = np.argsort(day_index, kind="stable")
-    day_bounds = np.searchsorted(day_index[order], np.arange(int(n_days) + 2))
-    for d in range(int(n_days) + 1):
-        rows = order[day_bounds[d]:day_bounds[d + 1]]
-        if len(rows) == 0:
-            continue
-        age = d - release
-        trend = np.where(release < 0, 1.0, np.where(age < 0, 0.0, 1.0 + 8.0 * np.exp(-np.maximum(age, 0) / 10.0)))
-        cum = np.cumsum(base * trend)
-        src = source[rows]
-        lo_pos = np.where(src < 0, 0, bounds[np.maximum(src, 0)])
-        hi_pos = np.where(src < 0, n_items, bounds[np.maximum(src, 0) + 1])
-        lo = np.where(lo_pos > 0, cum[np.maximum(lo_pos - 1, 0)], 0.0)
-        hi = cum[np.maximum(hi_pos - 1, 0)]
-        empty = hi <= lo  # a cluster with nothing released yet: fall back to global popularity
-        lo, hi = np.where(empty, 0.0, lo), np.where(empty, cum[-1], hi)
-        item_pos[rows] = np.minimum(np.searchsorted(cum, lo + (hi - lo) * rng.random(len(rows)), side="right"),
-                                    n_items - 1)
-
+    # Cumulative weight (on the event's own day) at the edges of the range to draw from: the user's cluster,
+    # or the whole catalog.
+    lo_pos = np.where(from_taste, bounds[source], 0)
+    hi_pos = np.where(from_taste, bounds[source + 1], n_items)
+    lo = np.where(lo_pos > 0, cum_by_day[day_index, np.maximum(lo_pos - 1, 0)], 0.0)
+    hi = cum_by_day[day_index, np.maximum(hi_pos - 1, 0)]
+    empty = hi <= lo  # a cluster with nothing released yet: fall back to global popularity
+    lo, hi = np.where(empty, 0.0, lo), np.where(empty, cum_by_day[day_index, -1], hi)
+    target = lo + (hi - lo) * rng.random(len(user_pos))
+    item_pos = np.empty(len(user_pos), dtype=np.int64)
+    by_day = np.argsort(day_index, kind="stable")  # searchsorted needs one sorted row: group events by day
+    day_bounds = np.searchsorted(day_index[by_day], np.arange(cum_by_day.shape[0] + 1))
+    for d in range(cum_by_day.shape[0]):
+        rows = by_day[day_bounds[d]:day_bounds[d + 1]]
+        item_pos[rows] = np.searchsorted(cum_by_day[d], target[rows], side="right")
+    item_pos = np.minimum(item_pos, n_items - 1)
     ts = START_NS + (day * NS_PER_DAY).astype(np.int64)
-    # Repeats of a (user, item) pair become one row at the time of one of its events (the last one would pile
-    # rows up at the end of the period), more events -> a higher rating.
-    events = pd.DataFrame({"u": user_pos, "i": item_pos, "t": ts, "taste": from_taste})
-    pairs = events.groupby(["u", "i"], sort=False).agg(t=("t", "first"), n=("t", "size"), taste=("taste", "max"))
-    pairs = pairs.reset_index()
-    n = pairs["n"].to_numpy()
-    extra = rng.geometric(0.5, size=len(pairs)) - 1 + pairs["taste"].to_numpy() * rng.integers(0, 3, len(pairs))
-    if domain == "smm":
-        view_only = (n == 1) & (rng.random(len(pairs)) < 0.72)
-        rating = np.where(view_only, SMM_VIEW, (n + extra) * SMM_UNIT).astype("float64")
-    else:
-        rating = (n + extra).astype("int64")
-    frame = pd.DataFrame({
-        USER: users.ids[pairs["u"].to_numpy()].astype("int64"),
-        ITEM: item_ids[pairs["i"].to_numpy()].astype("int64"),
-        TS: pairs["t"].to_numpy().astype("int64"),
-        RATING: rating,
-    })
-    frame = frame.sort_values(TS, kind="stable").reset_index(drop=True)
-    return frame[list(RAW_COLUMNS[domain])]
+
+    # Repeats of a pair become one row at the time of one of its events (the last one would pile rows up at
+    # the end of the period); more events -> a higher rating.
+    key = user_pos * n_items + item_pos
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    first = order[starts]
+    count = np.diff(np.r_[starts, len(sorted_key)])
+    taste = np.maximum.reduceat(from_taste[order].astype(np.int64), starts)
+    return user_pos[first], item_pos[first], ts[first], count, taste
 
 
 def main(argv: list[str]) -> None:

@@ -163,3 +163,14 @@ def test_window_longer_than_the_data_is_rejected(tmp_path: Path):
                             env=env, capture_output=True, text=True)
     _assert_clean_failure(result, "eval.horizon_days=40 is out of range: the label and holdout windows",
                           tmp_path / "prepared2")
+
+
+def test_empty_test_file_is_accepted_with_a_warning(tmp_path: Path):
+    files = _good_files()
+    files["test_smm"] = files["test_smm"].iloc[:0]
+    files["targets_smm"] = pd.DataFrame({"user_id": [1_000_003]})
+    result = _run(tmp_path, files, "stages.prepare", "smm", "--out", "prepared")
+    assert result.returncode == 0, result.stderr
+    assert "test_smm.parquet: the file has no rows" in result.stderr
+    targets = pd.read_parquet(tmp_path / "prepared" / "smm" / "targets.parquet")
+    assert targets["user_id"].tolist() == [1_000_003]
