@@ -7,7 +7,7 @@ from tests.conftest import DAY, T0
 
 
 def test_top_n_items_orders_by_score_and_skips_excluded_and_blocked():
-    users = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    users = np.array([[1.0, 0.0], [0.1, 1.0]], dtype=np.float32)
     items = np.array([[3, 0], [2, 0], [1, 0], [0, 5], [0, 4]], dtype=np.float32)
     excluded = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]))
     allowed = np.array([True, True, True, True, False])

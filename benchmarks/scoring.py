@@ -1,0 +1,86 @@
+"""Benchmark: candidate scoring (stages.candidates.top_n_items) against the machine's sgemm and implicit's recommend.
+
+    python -m benchmarks.scoring [--users 20000] [--items 167000] [--factors 64] [--n 200]
+
+Prints one table. Useful work is users x items x factors multiply-adds; each row reports its rate as a share
+of numpy's float32 matrix multiply on matrices of the same shape, measured in the same run. BLAS is pinned to
+one thread for the scorers (as the pipeline runs them; implicit's kernels use their own two threads); sgemm is
+measured both on one thread and on all of the machine's cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from stages.candidates import top_n_items
+
+BLOCK = 2000  # users per sgemm block: the reference multiply, without any selection
+
+
+def _seen(n_users: int, n_items: int, per_user: int, rng: np.random.Generator) -> sp.csr_matrix:
+    rows = np.repeat(np.arange(n_users), per_user)
+    cols = rng.integers(0, n_items, size=len(rows))
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--items", type=int, default=167_000)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--n", type=int, default=200)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    users = rng.standard_normal((args.users, args.factors), dtype=np.float32)
+    items = rng.standard_normal((args.items, args.factors), dtype=np.float32)
+    seen = _seen(args.users, args.items, 50, rng)
+    madds = args.users * args.items * args.factors
+    rows = []
+    start = time.perf_counter()
+    for lo in range(0, args.users, BLOCK):
+        users[lo:lo + BLOCK] @ items.T
+    sgemm = time.perf_counter() - start
+    rows.append((f"numpy sgemm only (reference, {os.cpu_count()} BLAS threads)", sgemm))
+    with threadpool_limits(1, "blas"):
+        start = time.perf_counter()
+        for lo in range(0, args.users, BLOCK):
+            users[lo:lo + BLOCK] @ items.T
+        rows.append(("numpy sgemm only (1 BLAS thread)", time.perf_counter() - start))
+
+        start = time.perf_counter()
+        ours, _ = top_n_items(users, items, seen, args.n)
+        rows.append(("stages.candidates.top_n_items (top-N, seen excluded)", time.perf_counter() - start))
+
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        model = AlternatingLeastSquares(factors=args.factors, num_threads=2)
+        model.user_factors, model.item_factors = users, items
+        start = time.perf_counter()
+        theirs, _ = model.recommend(np.arange(args.users), seen, N=args.n, filter_already_liked_items=True)
+        rows.append(("implicit recommend (top-N, seen excluded)", time.perf_counter() - start))
+
+        subset = min(args.users, 4 * BLOCK)  # slow: timed on a subset, scaled to all users
+        start = time.perf_counter()
+        for lo in range(0, subset, BLOCK):
+            scores = users[lo:lo + BLOCK] @ items.T
+            np.argpartition(-scores, args.n, axis=1)[:, :args.n]
+        rows.append(("numpy matmul + argpartition (no exclusion)",
+                     (time.perf_counter() - start) * args.users / subset))
+
+    same = np.mean([len(set(a) & set(b)) / args.n for a, b in zip(ours[:500], theirs[:500])])
+    print(f"{args.users:,} users x {args.items:,} items x {args.factors} factors, top {args.n}; "
+          f"{madds / 1e9:.1f} G multiply-adds; top-N overlap ours vs implicit: {same:.3f}")
+    print()
+    print("| scorer | seconds | G madd/s | share of sgemm |")
+    print("|---|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} | {madds / seconds / 1e9:.1f} | {sgemm / seconds:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
