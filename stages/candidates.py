@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, TS, USER, USER_IDX,  # noqa: E402
-                           WINDOW, fold_cutoff, fold_label_window, load_params, section_params,
+                           WINDOW, constant_category, fold_cutoff, fold_label_window, load_params, section_params,
                            read_json, run_stage, write_parquet)
 
 log = logging.getLogger("pipeline.candidates")
@@ -92,8 +92,8 @@ def recent_taste(events: pd.DataFrame, user_factors: np.ndarray, *, cutoff: int,
     """
     recent = events[(events[TS] < cutoff) & (events[TS] >= cutoff - int(days * NS_PER_DAY))]
     recent = recent.drop_duplicates([USER_IDX, ITEM_IDX])
-    taken = sp.csr_matrix((np.ones(len(recent), np.float32), (recent[ITEM_IDX].to_numpy(), recent[USER_IDX].to_numpy())),
-                          shape=(n_items, user_factors.shape[0]))
+    rows, cols = recent[ITEM_IDX].to_numpy(), recent[USER_IDX].to_numpy()
+    taken = sp.csr_matrix((np.ones(len(recent), np.float32), (rows, cols)), shape=(n_items, user_factors.shape[0]))
     return np.asarray(taken @ user_factors, dtype=np.float32)
 
 
@@ -193,7 +193,7 @@ def main(argv: list[str]) -> None:
                               n_items=len(cols))
         cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,
                                 n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"])
-        cands.insert(1, DOMAIN, pd.Categorical([domain] * len(cands), categories=list(DOMAINS)))
+        cands.insert(1, DOMAIN, constant_category(domain, len(cands), DOMAINS))
         log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,
                  domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))
         parts.append(cands)

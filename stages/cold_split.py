@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stages.candidates import popular_items, target_users
-from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER, USER_IDX, fold_cutoff,
+from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER, USER_IDX, constant_category, fold_cutoff,
                            load_params, read_json, run_stage, section_params, write_parquet)
 from stages.ranker_fit import load_ranker, score_candidates
 
@@ -101,7 +101,7 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
         lists = fill_top_k(ranked[model], users, popular, seen, K)
         lists.insert(1, "segment", pd.Categorical(segment_of.reindex(lists[USER_IDX].to_numpy()).to_numpy(),
                                                   categories=list(SEGMENTS)))
-        lists.insert(2, "model", pd.Categorical([model] * len(lists), categories=list(MODELS)))
+        lists.insert(2, "model", constant_category(model, len(lists), MODELS))
         parts.append(lists)
     return pd.concat(parts, ignore_index=True)
 
@@ -139,7 +139,7 @@ def main(argv: list[str]) -> None:
         in_domain = (features[DOMAIN] == domain).to_numpy()
         recs = recommend_domain(features[in_domain], scores[in_domain], users, segments, popular, seen.tocsr(),
                                 counts_total > 0)
-        recs.insert(1, DOMAIN, pd.Categorical([domain] * len(recs), categories=list(DOMAINS)))
+        recs.insert(1, DOMAIN, constant_category(domain, len(recs), DOMAINS))
         short = int((recs[recs["model"] == "final"].groupby(USER_IDX).size() < K).sum())
         log.info("cold-split %s %s: %d users (%s), ranker %s%s", args.fold, domain, len(users),
                  ", ".join(f"{s} {int((segments == s).sum())}" for s in SEGMENTS), meta["kind"],

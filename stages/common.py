@@ -62,6 +62,11 @@ class PipelineError(Exception):
     """A problem the user can fix (bad input, bad parameter): printed as one line, no traceback."""
 
 
+def constant_category(value: str, n: int, categories: tuple[str, ...]) -> pd.Categorical:
+    """A categorical column holding one value n times, built from codes (no list of n Python strings)."""
+    return pd.Categorical.from_codes(np.full(n, categories.index(value), dtype=np.int8), categories=list(categories))
+
+
 # ---------------------------------------------------------------- params
 
 
@@ -123,6 +128,9 @@ PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 }
 
 
+OTHER_KEYS = {"data.raw_dir", "merge.weighting"}  # keys of params.yaml that are not numbers
+
+
 def check_section(section: str, **values: Any) -> None:
     """Check the numeric keys of one params.yaml section against PARAM_RULES; raise naming key and range."""
     for key, value in values.items():
@@ -136,6 +144,12 @@ def section_params(params: dict[str, Any], section: str) -> dict[str, Any]:
     """One section of params.yaml, checked: a missing section or an out-of-range value raises PipelineError."""
     if not isinstance(params.get(section), dict):
         raise PipelineError(f"params.yaml: section {section} is missing")
+    known = {key.split(".", 1)[1] for key in (*PARAM_RULES, *OTHER_KEYS) if key.startswith(f"{section}.")}
+    unknown = sorted(set(params[section]) - known)
+    missing = sorted(known - set(params[section]))
+    if unknown or missing:
+        what = f"unknown key {section}.{unknown[0]}" if unknown else f"missing key {section}.{missing[0]}"
+        raise PipelineError(f"params.yaml: {what} (the keys of {section} are {', '.join(sorted(known))})")
     check_section(section, **params[section])
     return params[section]
 

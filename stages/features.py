@@ -28,8 +28,8 @@ FEATURES = [
     "als_score", "als_rank", "recent_rank", "pop_rank", "als_score_gap", "als_user_norm", "als_item_norm",
     "als_cosine", "recent_affinity", "recent_affinity_share",
     # item, in its domain, before the cut-off
-    "item_share_1d", "item_share_3d", "item_share_7d", "item_share_30d", "item_share_all", "item_trend", "item_age_days",
-    "item_idle_days",
+    "item_share_1d", "item_share_3d", "item_share_7d", "item_share_30d", "item_share_all", "item_trend",
+    "item_age_days", "item_idle_days",
     # user
     "user_count_domain", "user_count_other", "user_count_7d", "user_idle_days", "user_idle_days_domain",
     "user_rating_domain", "user_mainstream",

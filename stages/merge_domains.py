@@ -26,7 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM, ITEM_IDX, RATING, TS, USER, USER_IDX, WINDOW,
-                           PipelineError, check_section, load_params, run_stage, section_params, write_npz_sparse, write_parquet)
+                           PipelineError, check_section, constant_category, load_params, run_stage, section_params,
+                           write_npz_sparse, write_parquet)
 
 log = logging.getLogger("pipeline.merge")
 
@@ -96,13 +97,13 @@ def merge_domains(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFra
         median = float(np.median(rating)) if len(rating) else 1.0
         parts.append(pd.DataFrame({
             USER_IDX: user_index.reindex(frame[USER].to_numpy()).to_numpy().astype(np.int32),
-            DOMAIN: pd.Categorical([domain] * len(frame), categories=list(DOMAINS)),
+            DOMAIN: constant_category(domain, len(frame), DOMAINS),
             ITEM_IDX: item_idx.astype(np.int32),
             COL: (item_map[COL].to_numpy()[item_idx] if len(item_map) else item_idx).astype(np.int32),
             TS: frame[TS].to_numpy(),
             RATING: rating,
             "weight": confidence(rating, weighting=weighting, median=median) * np.float32(domain_weight[domain]),
-            WINDOW: frame[WINDOW].to_numpy(),
+            WINDOW: frame[WINDOW].array,  # stays categorical: an object array of 60M strings would not fit
         }))
     interactions = pd.concat(parts, ignore_index=True)
     shape = (len(users), len(items))

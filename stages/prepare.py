@@ -1,6 +1,7 @@
 """Stage `prepare` (one run per domain): validate and normalise a domain's input, split its history by time.
 
-In:  `<raw_dir>/train_<domain>.parquet`, `<raw_dir>/test_<domain>.parquet`, optional `<raw_dir>/targets_<domain>.parquet`
+In:  `<raw_dir>/train_<domain>.parquet`, `<raw_dir>/test_<domain>.parquet`, optional
+     `<raw_dir>/targets_<domain>.parquet`
      (and the other domain's train/test timestamps, so both domains share one clock).
 Out: `data/prepared/<domain>/events.parquet`: user_id, item_id, timestamp (int64 ns), rating (float64), window
      (history / label / holdout), one row per (user, item), sorted by time;
@@ -120,18 +121,36 @@ def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame
     """Union train and test history: exact copies dropped, repeated (user, item) pairs aggregated.
 
     A repeated pair keeps its last timestamp and the sum of its ratings (both are counts of events).
+    Done with one sort in numpy: pandas' drop_duplicates and groupby over four columns took most of this
+    stage's time at full size.
 
     Returns:
         (one row per (user, item) sorted by time, number of pairs that were aggregated)
     """
-    events = pd.concat(parts, ignore_index=True).drop_duplicates()
-    repeated = events.duplicated([USER, ITEM], keep=False)
-    n_repeated = int(events.loc[repeated, [USER, ITEM]].drop_duplicates().shape[0])
+    events = pd.concat(parts, ignore_index=True)
+    user, item = events[USER].to_numpy(), events[ITEM].to_numpy()
+    ts, rating = events[TS].to_numpy(), events[RATING].to_numpy()
+    user_codes, _ = pd.factorize(user)
+    item_codes, item_uniques = pd.factorize(item)
+    pair = user_codes.astype(np.int64) * max(len(item_uniques), 1) + item_codes  # exact for any int64 ids
+    order = np.lexsort((rating, ts, pair))
+    pair_sorted, ts_sorted, rating_sorted = pair[order], ts[order], rating[order]
+    same_pair = pair_sorted[1:] == pair_sorted[:-1]
+    copy = np.r_[False, same_pair & (ts_sorted[1:] == ts_sorted[:-1]) & (rating_sorted[1:] == rating_sorted[:-1])]
+    kept = order[~copy]
+    starts = np.flatnonzero(np.r_[True, pair[kept][1:] != pair[kept][:-1]]) if len(kept) else np.array([], int)
+    sizes = np.diff(np.r_[starts, len(kept)])
+    n_repeated = int((sizes > 1).sum())
     if n_repeated:
         log.warning("%s: %d (user, item) pairs occur in more than one row; aggregated (rating summed, "
                     "last timestamp kept)", name, n_repeated)
-        events = events.groupby([USER, ITEM], as_index=False, sort=False).agg({TS: "max", RATING: "sum"})
-    return events.sort_values([TS, USER, ITEM], kind="stable").reset_index(drop=True), n_repeated
+    first = kept[starts]
+    merged_ts = np.maximum.reduceat(ts[kept], starts) if len(kept) else ts[:0]
+    merged_rating = np.add.reduceat(rating[kept], starts) if len(kept) else rating[:0]
+    by_time = np.lexsort((item[first], user[first], merged_ts))
+    merged = pd.DataFrame({USER: user[first][by_time], ITEM: item[first][by_time], TS: merged_ts[by_time],
+                           RATING: merged_rating[by_time]})
+    return merged, n_repeated
 
 
 def time_windows(end_ns: int, *, horizon_days: float) -> dict[str, int]:

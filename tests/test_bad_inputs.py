@@ -143,6 +143,17 @@ def test_every_numeric_param_has_a_rule_that_names_it():
             check_section(section, **{name: bad})
 
 
+def test_misspelt_or_missing_param_key_is_named():
+    from stages.common import PipelineError, section_params
+
+    als = dict(factors=8, regularization=0.1, iterations=5, alpha=2.0, seed=1)
+    assert section_params({"als": als}, "als") == als
+    with pytest.raises(PipelineError, match="unknown key als.factor "):
+        section_params({"als": {**als, "factor": 8}}, "als")
+    with pytest.raises(PipelineError, match="missing key als.seed "):
+        section_params({"als": {k: v for k, v in als.items() if k != "seed"}}, "als")
+
+
 @pytest.mark.parametrize("factors", [0, -3])
 def test_out_of_range_param_is_rejected_before_any_input_is_read(tmp_path: Path, factors: int):
     # No matrix exists: an error about the param (not the missing file) shows it was checked first.
