@@ -2,14 +2,17 @@
 
 In:  `data/merged/{users,items,interactions}.parquet`, `data/merged/matrix_<fold>.npz`, `models/als/<fold>/*.npy`,
      `data/prepared/<domain>/windows.json`.
-Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_rank, pop_rank (ranks from 1; missing
-     when the item did not come from that source), als_score, als_user_norm, als_item_norm (factor lengths).
+Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_rank, recent_rank, pop_rank (ranks from
+     1; missing when the item did not come from that source), als_score, als_user_norm, als_item_norm (factor
+     lengths), recent_affinity.
 
-Sources (their union; a candidate from both carries both ranks):
+Sources (their union; a candidate from several carries each rank):
 - ALS: the `n_als` items of the domain with the highest user x item score. Every user with history in either
   domain has a taste vector, so a user new to this domain gets candidates too: the cross-domain point.
+- recent: the `n_recent` items that users with a taste like this user's took in the last `popular_days`
+  (see recent_taste).
 - popular: the `n_popular` items of the domain with the most events in the last `popular_days` before the cut-off.
-Items the user already has in this domain are excluded from both; so are items with no event before the cut-off.
+Items the user already has in this domain are excluded from all; so are items with no event before the cut-off.
 
 Users per fold: train -> users with events in the label window; holdout -> users with events in the holdout
 window; final -> the target users (test files and targets files).
@@ -34,6 +37,7 @@ from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, TS
                            read_json, run_stage, write_parquet)
 
 log = logging.getLogger("pipeline.candidates")
+
 
 def top_n_items(user_vectors: np.ndarray, item_vectors: np.ndarray, excluded: sp.csr_matrix, n: int,
                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -118,8 +122,8 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
         has_history: per user, True when the user has any event in either domain (ALS can score them).
 
     Returns:
-        user_idx, item_idx, als_rank, pop_rank, als_score, als_user_norm, als_item_norm: one row per
-        (user, candidate item).
+        user_idx, item_idx, als_rank, recent_rank, pop_rank, als_score, als_user_norm, als_item_norm,
+        recent_affinity: one row per (user, candidate item).
     """
     alive = np.zeros(item_factors.shape[0], dtype=bool)
     alive[popular] = True
