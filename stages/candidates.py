@@ -101,11 +101,24 @@ def recent_taste(events: pd.DataFrame, user_factors: np.ndarray, *, cutoff: int,
     return np.asarray(taken @ user_factors, dtype=np.float32)
 
 
-def _to_long(users: np.ndarray, items: np.ndarray, rank_name: str) -> pd.DataFrame:
+def _pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, rank from 1) of a users x n table of items, padding (-1) dropped."""
     n = items.shape[1]
-    frame = pd.DataFrame({USER_IDX: np.repeat(users, n).astype(np.int32), ITEM_IDX: items.ravel(),
-                          rank_name: np.tile(np.arange(1, n + 1, dtype=np.float32), len(users))})
-    return frame[frame[ITEM_IDX] >= 0]
+    user = np.repeat(users, n).astype(np.int32)
+    rank = np.tile(np.arange(1, n + 1, dtype=np.float32), len(users))
+    item = items.ravel()
+    keep = item >= 0
+    return user[keep], item[keep].astype(np.int32), rank[keep]
+
+
+def _row_dots(left: np.ndarray, right: np.ndarray, rows_left: np.ndarray, rows_right: np.ndarray,
+              chunk: int = 1_000_000) -> np.ndarray:
+    """left[rows_left[k]] . right[rows_right[k]] for every k, a chunk at a time (no n x factors copies)."""
+    out = np.empty(len(rows_left), dtype=np.float32)
+    for lo in range(0, len(out), chunk):
+        hi = lo + chunk
+        out[lo:hi] = np.einsum("ij,ij->i", left[rows_left[lo:hi]], right[rows_right[lo:hi]])
+    return out
 
 
 def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
@@ -129,34 +142,42 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     alive[popular] = True
     als_users = users[has_history[users]]
     als_items, _ = top_n_items(user_factors[als_users], item_factors, seen[als_users], n_als, allowed=alive)
-    als = _to_long(als_users, als_items, "als_rank")
+    sources = {"als_rank": _pairs(als_users, als_items)}
     recent_items, _ = top_n_items(user_factors[als_users], item_recent_taste, seen[als_users], n_recent,
                                   allowed=alive)
-    recent = _to_long(als_users, recent_items, "recent_rank")
-    recent = recent[np.einsum("ij,ij->i", user_factors[recent[USER_IDX].to_numpy()],
-                              item_recent_taste[recent[ITEM_IDX].to_numpy()]) > 0]
+    user, item, rank = _pairs(als_users, recent_items)
+    taken = _row_dots(user_factors, item_recent_taste, user, item) > 0  # someone like the user took it
+    sources["recent_rank"] = (user[taken], item[taken], rank[taken])
 
     # Popular: the top list minus what the user has seen; a few extra slots absorb the seen ones.
+    n_items = seen.shape[1]
     top = popular[: n_popular + 20]
-    pop = pd.DataFrame({USER_IDX: np.repeat(users, len(top)).astype(np.int32),
-                        ITEM_IDX: np.tile(top, len(users)),
-                        "pop_rank": np.tile(np.arange(1, len(top) + 1, dtype=np.float32), len(users))})
+    user, item = np.repeat(users, len(top)).astype(np.int32), np.tile(top, len(users)).astype(np.int32)
+    rank = np.tile(np.arange(1, len(top) + 1, dtype=np.float32), len(users))
     seen_sub = seen[users].tocoo()
-    seen_keys = users[seen_sub.row].astype(np.int64) * seen.shape[1] + seen_sub.col
-    pop_keys = pop[USER_IDX].to_numpy(np.int64) * seen.shape[1] + pop[ITEM_IDX].to_numpy()
-    pop = pop[~np.isin(pop_keys, seen_keys)]
-    pop = pop[pop.groupby(USER_IDX).cumcount() < n_popular]
+    seen_keys = users[seen_sub.row].astype(np.int64) * n_items + seen_sub.col
+    unseen = ~np.isin(user.astype(np.int64) * n_items + item, seen_keys)
+    user, item, rank = user[unseen], item[unseen], rank[unseen]
+    keep = pd.Series(user).groupby(user).cumcount().to_numpy() < n_popular  # rank stays the global position
+    sources["pop_rank"] = (user[keep], item[keep], rank[keep])
 
-    cands = als.merge(recent, on=[USER_IDX, ITEM_IDX], how="outer").merge(pop, on=[USER_IDX, ITEM_IDX], how="outer")
-    u = cands[USER_IDX].to_numpy()
-    i = cands[ITEM_IDX].to_numpy()
-    cands["als_score"] = np.einsum("ij,ij->i", user_factors[u], item_factors[i]).astype(np.float32)
+    # The union, one row per (user, item), sorted by user then item: one int64 key per pair.
+    keys = {name: u.astype(np.int64) * n_items + i for name, (u, i, _) in sources.items()}
+    union = np.unique(np.concatenate(list(keys.values()))) if keys else np.array([], np.int64)
+    cands = pd.DataFrame({USER_IDX: (union // n_items).astype(np.int32),
+                          ITEM_IDX: (union % n_items).astype(np.int32)})
+    for name, (_, _, rank) in sources.items():
+        column = np.full(len(union), np.nan, dtype=np.float32)
+        column[np.searchsorted(union, keys[name])] = rank
+        cands[name] = column
+    u, i = cands[USER_IDX].to_numpy(), cands[ITEM_IDX].to_numpy()
+    cands["als_score"] = _row_dots(user_factors, item_factors, u, i)
     # How sure ALS is: a short user vector means little or conflicting history, a long item vector a
     # well-known item. The ranker uses them to decide how far to trust als_score over popularity.
     cands["als_user_norm"] = np.linalg.norm(user_factors, axis=1)[u].astype(np.float32)
     cands["als_item_norm"] = np.linalg.norm(item_factors, axis=1)[i].astype(np.float32)
-    cands["recent_affinity"] = np.einsum("ij,ij->i", user_factors[u], item_recent_taste[i]).astype(np.float32)
-    return cands.sort_values([USER_IDX, ITEM_IDX], kind="stable").reset_index(drop=True)
+    cands["recent_affinity"] = _row_dots(user_factors, item_recent_taste, u, i)
+    return cands
 
 
 def target_users(fold: str, domain: str, interactions: pd.DataFrame, targets: np.ndarray) -> np.ndarray:
