@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from stages.common import (DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX, WINDOW,
-                           fold_cutoff, fold_label_window, read_json, run_stage, write_parquet)
+from stages.common import (DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX, WINDOW, atomic_path,
+                           fold_cutoff, fold_label_window, read_json, run_stage)
 
 log = logging.getLogger("pipeline.features")
 
@@ -87,22 +91,31 @@ def _user_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
     return stats
 
 
-def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutoff: int,
-                  label_window: str | None) -> pd.DataFrame:
-    """Join candidates with item, user and source features, and label them.
+@dataclass(frozen=True)
+class FeatureTables:
+    """What the features are joined from: per-item and per-(user, domain) statistics before the cut-off,
+    and the labelled (user, domain, item) triples (None when the fold has no labels)."""
 
-    Args:
-        candidates: user_idx, domain, item_idx, als_score, als_rank, pop_rank.
-        interactions: user_idx, domain, item_idx, timestamp, rating, window (all events).
-        cutoff: features use events with timestamp < cutoff only.
-        label_window: the window whose events are the labels, or None for no labels.
+    items: pd.DataFrame
+    users: pd.DataFrame
+    truth: pd.DataFrame | None
 
-    Returns:
-        candidates with FEATURES columns and an int8 `label`, same row order.
-    """
+
+def feature_tables(interactions: pd.DataFrame, *, cutoff: int, label_window: str | None) -> FeatureTables:
+    """Statistics from events with timestamp < cutoff, and the labels of `label_window`."""
     before = interactions[interactions[TS] < cutoff]
-    out = candidates.merge(_item_stats(before, cutoff), on=[DOMAIN, ITEM_IDX], how="left")
-    out = out.merge(_user_stats(before, cutoff), on=[USER_IDX, DOMAIN], how="left")
+    truth = None
+    if label_window is not None:
+        truth = interactions.loc[interactions[WINDOW] == label_window, [USER_IDX, DOMAIN, ITEM_IDX]]
+        truth = truth.drop_duplicates().assign(label=np.int8(1))
+    return FeatureTables(_item_stats(before, cutoff), _user_stats(before, cutoff), truth)
+
+
+def join_features(candidates: pd.DataFrame, tables: FeatureTables) -> pd.DataFrame:
+    """Candidates with FEATURES columns and an int8 `label`, same row order. Every (user, domain) group of
+    candidates must be whole in `candidates` (als_score_gap compares within it)."""
+    out = candidates.merge(tables.items, on=[DOMAIN, ITEM_IDX], how="left")
+    out = out.merge(tables.users, on=[USER_IDX, DOMAIN], how="left")
     out[DOMAIN] = pd.Categorical(out[DOMAIN], categories=list(DOMAINS))
     out["domain_code"] = out[DOMAIN].cat.codes.astype("float32")
     best = out.groupby([USER_IDX, DOMAIN], observed=True)["als_score"].transform("max")
@@ -115,14 +128,46 @@ def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutof
         out[column] = out[column].fillna(0).astype("float32")
     # Of the item's recent takers, how much are they like this user (recent_affinity sums their similarity).
     out["recent_affinity_share"] = (out["recent_affinity"] / (out["item_count_7d"] + 1.0)).astype("float32")
-    if label_window is None:
+    if tables.truth is None:
         out["label"] = np.int8(0)
     else:
-        truth = interactions.loc[interactions[WINDOW] == label_window, [USER_IDX, DOMAIN, ITEM_IDX]]
-        truth = truth.drop_duplicates().assign(label=np.int8(1))
-        out = out.merge(truth, on=[USER_IDX, DOMAIN, ITEM_IDX], how="left")
+        out = out.merge(tables.truth, on=[USER_IDX, DOMAIN, ITEM_IDX], how="left")
         out["label"] = out["label"].fillna(0).astype("int8")
     return out[[USER_IDX, DOMAIN, ITEM_IDX, *FEATURES, "label"]]
+
+
+def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutoff: int,
+                  label_window: str | None) -> pd.DataFrame:
+    """Join candidates with item, user and source features, and label them.
+
+    Args:
+        candidates: user_idx, domain, item_idx and the source columns of the candidates stage.
+        interactions: user_idx, domain, item_idx, timestamp, rating, window (all events).
+        cutoff: features use events with timestamp < cutoff only.
+        label_window: the window whose events are the labels, or None for no labels.
+
+    Returns:
+        candidates with FEATURES columns and an int8 `label`, same row order.
+    """
+    return join_features(candidates, feature_tables(interactions, cutoff=cutoff, label_window=label_window))
+
+
+CHUNK_ROWS = 2_000_000
+
+
+def _user_chunks(users: np.ndarray, rows: int) -> list[slice]:
+    """Slices of about `rows` rows of a sorted user column, never splitting a user."""
+    bounds = [0]
+    while bounds[-1] < len(users):
+        target = bounds[-1] + rows
+        if target >= len(users):
+            bounds.append(len(users))
+            break
+        stop = int(np.searchsorted(users, users[target], side="left"))  # where the user at `target` begins
+        if stop <= bounds[-1]:  # one user with more than `rows` rows: take all of theirs
+            stop = int(np.searchsorted(users, users[target], side="right"))
+        bounds.append(stop)
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def main(argv: list[str]) -> None:
@@ -131,14 +176,32 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="data/features")
     args = parser.parse_args(argv)
     windows = read_json("data/prepared/smm/windows.json")
-    candidates = pd.read_parquet(f"data/candidates/{args.fold}.parquet")
     interactions = pd.read_parquet("data/merged/interactions.parquet",
                                    columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, RATING, WINDOW])
-    features = make_features(candidates, interactions, cutoff=fold_cutoff(windows, args.fold),
-                             label_window=fold_label_window(args.fold))
-    log.info("features %s: %d rows, %d users, %d positive labels", args.fold, len(features),
-             features[USER_IDX].nunique(), int(features["label"].sum()))
-    write_parquet(features, Path(args.out) / f"{args.fold}.parquet")
+    tables = feature_tables(interactions, cutoff=fold_cutoff(windows, args.fold),
+                            label_window=fold_label_window(args.fold))
+    del interactions
+    candidates = pd.read_parquet(f"data/candidates/{args.fold}.parquet")
+    candidates = candidates.sort_values([USER_IDX, DOMAIN, ITEM_IDX], kind="stable").reset_index(drop=True)
+    # A chunk of users at a time, written as row groups of one file: the joined table of a full-size fold
+    # (40M rows x 30 features) does not fit in memory at once.
+    rows = positives = 0
+    writer = None
+    with atomic_path(Path(args.out) / f"{args.fold}.parquet") as tmp:
+        try:
+            for part in _user_chunks(candidates[USER_IDX].to_numpy(), CHUNK_ROWS):
+                table = pa.Table.from_pandas(join_features(candidates.iloc[part], tables), preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                rows += table.num_rows
+                positives += int(pc.sum(table["label"]).as_py() or 0)
+            if writer is None:  # no candidates at all: still a valid, empty file
+                join_features(candidates, tables).to_parquet(tmp, index=False)
+        finally:
+            if writer is not None:
+                writer.close()
+    log.info("features %s: %d rows, %d users, %d positive labels", args.fold, rows, candidates[USER_IDX].nunique(),
+             positives)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,14 @@ def test_features_use_only_events_before_the_cutoff_and_labels_come_from_the_win
 def test_no_label_window_means_no_labels():
     out = make_features(_candidates(), _interactions(), cutoff=CUTOFF, label_window=None)
     assert out["label"].tolist() == [0, 0, 0]
+
+
+def test_user_chunks_cover_every_row_once_and_never_split_a_user():
+    from stages.features import _user_chunks
+
+    users = np.array([1, 1, 1, 2, 3, 3, 3, 3, 3, 4, 5, 5])
+    chunks = _user_chunks(users, rows=3)
+    assert [(c.start, c.stop) for c in chunks] == [(0, 3), (3, 4), (4, 9), (9, 12)]
+    for a, b in zip(chunks[:-1], chunks[1:]):
+        assert users[a.stop - 1] != users[b.start]
+    assert _user_chunks(users[:0], rows=3) == []
