@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.common import (DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX, WINDOW, atomic_path,
-                           fold_cutoff, fold_label_window, read_json, run_stage)
+                           fold_cutoff, fold_label_window, progress, read_json, run_stage)
 
 log = logging.getLogger("pipeline.features")
 
@@ -189,7 +189,8 @@ def main(argv: list[str]) -> None:
     writer = None
     with atomic_path(Path(args.out) / f"{args.fold}.parquet") as tmp:
         try:
-            for part in _user_chunks(candidates[USER_IDX].to_numpy(), CHUNK_ROWS):
+            for part in progress(_user_chunks(candidates[USER_IDX].to_numpy(), CHUNK_ROWS), desc="features",
+                                 unit="chunk"):
                 table = pa.Table.from_pandas(join_features(candidates.iloc[part], tables), preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER,
-                           check_section, load_params, run_stage, section_params, write_parquet)
+                           check_section, load_params, progress, run_stage, section_params, write_parquet)
 
 log = logging.getLogger("pipeline.sample")
 
@@ -148,7 +148,8 @@ def _make_domain(rng: np.random.Generator, domain: str, users: _Users, n_items: 
     # Users in chunks: a (user, item) pair never spans two chunks, so each chunk is final on its own and
     # memory stays bounded at full scale.
     parts = []
-    for chunk in np.array_split(np.arange(len(members)), max(1, len(members) // CHUNK_USERS)):
+    chunks = np.array_split(np.arange(len(members)), max(1, len(members) // CHUNK_USERS))
+    for chunk in progress(chunks, desc=f"sample {domain}", unit="chunk"):
         parts.append(_chunk_pairs(rng, members[chunk], n_events[chunk], users, domain, cum_by_day, bounds,
                                   taste_strength, n_items, n_days))
     u, i, t, n, taste = (np.concatenate(column) for column in zip(*parts))

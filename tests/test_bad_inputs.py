@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DAY, ROOT, T0, smm_frame, zvuk_frame
+from tests.conftest import DAY, ROOT, smm_frame, zvuk_frame
 
 PARAMS = """data:
   raw_dir: raw
