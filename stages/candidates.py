@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, TS, USER, USER_IDX,  # noqa: E402
-                           WINDOW, constant_category, fold_cutoff, fold_label_window, load_params, section_params,
-                           read_json, run_stage, write_parquet)
+from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, TS, USER_IDX,  # noqa: E402
+                           WINDOW, constant_category, domain_matrix, fold_cutoff, fold_label_window, load_params,
+                           read_json, read_target_idx, run_stage, section_params, write_parquet)
 
 log = logging.getLogger("pipeline.candidates")
 
@@ -209,11 +209,9 @@ def main(argv: list[str]) -> None:
     for domain in DOMAINS:
         cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
         domain_events = interactions[interactions[DOMAIN] == domain]
-        targets = pd.read_parquet(f"data/prepared/{domain}/targets.parquet")[USER]
-        target_idx = users_map.set_index(USER).loc[targets.to_numpy(), USER_IDX].to_numpy()
-        users = target_users(args.fold, domain, interactions, target_idx)
+        users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain))
         popular = popular_items(domain_events, cutoff=cutoff, days=params["popular_days"], n_items=len(cols))
-        seen = matrix[:, cols[0]:cols[-1] + 1] if len(cols) else matrix[:, :0]
+        seen = domain_matrix(matrix, items, domain)
         recent = recent_taste(domain_events, user_factors, cutoff=cutoff, days=params["popular_days"],
                               n_items=len(cols))
         cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,

@@ -24,8 +24,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stages.candidates import popular_items, target_users
-from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER, USER_IDX, constant_category, fold_cutoff,
-                           load_params, read_json, run_stage, section_params, write_parquet)
+from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, TS, USER_IDX, WINDOW, constant_category, domain_matrix,
+                           fold_cutoff, load_params, read_json, read_target_idx, run_stage, section_params,
+                           write_parquet)
 from stages.ranker_fit import load_ranker, score_candidates
 
 log = logging.getLogger("pipeline.cold_split")
@@ -118,8 +119,7 @@ def main(argv: list[str]) -> None:
     cutoff = fold_cutoff(windows, args.fold)
     users_map = pd.read_parquet("data/merged/users.parquet")
     items = pd.read_parquet("data/merged/items.parquet")
-    interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, "timestamp",
-                                                                               "window"])
+    interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, WINDOW])
     matrix = sp.load_npz(f"data/merged/matrix_{args.fold}.npz").tocsr()
     features = pd.read_parquet(f"data/features/{args.fold}.parquet")
     booster, meta = load_ranker(Path("models/ranker") / args.fold)
@@ -127,17 +127,14 @@ def main(argv: list[str]) -> None:
     counts_total = np.diff(matrix.indptr)
     parts = []
     for domain in DOMAINS:
-        cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
-        seen = matrix[:, cols[0]:cols[-1] + 1] if len(cols) else matrix[:, :0]
-        counts_domain = np.diff(seen.tocsr().indptr)
-        targets = pd.read_parquet(f"data/prepared/{domain}/targets.parquet")[USER]
-        target_idx = users_map.set_index(USER).loc[targets.to_numpy(), USER_IDX].to_numpy()
-        users = target_users(args.fold, domain, interactions, target_idx)
+        seen = domain_matrix(matrix, items, domain)
+        counts_domain = np.diff(seen.indptr)
+        users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain))
         segments = segment_users(users, counts_domain, counts_total, min_interactions=min_interactions)
         popular = popular_items(interactions[interactions[DOMAIN] == domain], cutoff=cutoff,
-                                days=popular_days, n_items=len(cols))
+                                days=popular_days, n_items=seen.shape[1])
         in_domain = (features[DOMAIN] == domain).to_numpy()
-        recs = recommend_domain(features[in_domain], scores[in_domain], users, segments, popular, seen.tocsr(),
+        recs = recommend_domain(features[in_domain], scores[in_domain], users, segments, popular, seen,
                                 counts_total > 0)
         recs.insert(1, DOMAIN, constant_category(domain, len(recs), DOMAINS))
         short = int((recs[recs["model"] == "final"].groupby(USER_IDX).size() < K).sum())

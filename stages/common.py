@@ -67,6 +67,21 @@ def constant_category(value: str, n: int, categories: tuple[str, ...]) -> pd.Cat
     return pd.Categorical.from_codes(np.full(n, categories.index(value), dtype=np.int8), categories=list(categories))
 
 
+def domain_matrix(matrix, items: pd.DataFrame, domain: str):
+    """The users x items CSR of one domain, columns in item_idx order, cut from a merged matrix.
+
+    Relies on merge-domains giving each domain one contiguous range of columns (smm first, then zvuk).
+    """
+    cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
+    return (matrix[:, cols[0]:cols[-1] + 1] if len(cols) else matrix[:, :0]).tocsr()
+
+
+def read_target_idx(users: pd.DataFrame, domain: str, prepared: str | Path = "data/prepared") -> np.ndarray:
+    """user_idx of the domain's target users (test and targets files), via the user map."""
+    targets = pd.read_parquet(Path(prepared) / domain / "targets.parquet")[USER].to_numpy()
+    return users.set_index(USER).loc[targets, USER_IDX].to_numpy()
+
+
 # ---------------------------------------------------------------- params
 
 

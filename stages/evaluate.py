@@ -24,8 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stages.cold_split import MODELS, SEGMENTS
-from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, run_stage, write_json,
-                           write_text)
+from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, run_stage,
+                           write_json, write_text)
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -66,8 +66,7 @@ def window_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.Data
     """user_idx, item_idx of the domain's events in `window` on items the user had not seen before it."""
     truth = interactions.loc[(interactions[DOMAIN] == domain) & (interactions[WINDOW] == window),
                              [USER_IDX, ITEM_IDX]].drop_duplicates()
-    cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
-    domain_seen = seen[:, cols[0]:cols[-1] + 1].tocsr() if len(cols) else seen[:, :0]
+    domain_seen = domain_matrix(seen, items, domain)
     was_seen = np.asarray(domain_seen[truth[USER_IDX].to_numpy(), truth[ITEM_IDX].to_numpy()]).ravel() != 0
     return truth[~was_seen]
 

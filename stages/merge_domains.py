@@ -66,11 +66,11 @@ def check_weighting(weighting: str) -> None:
 
 def confidence(rating: np.ndarray, *, weighting: str, median: float) -> np.ndarray:
     """Confidence weight of events from their ratings (see the module docstring)."""
+    check_weighting(weighting)
     if weighting == "binary":
         return np.ones_like(rating, dtype=np.float32)
     if weighting == "log":
         return np.log2(1.0 + rating / median).astype(np.float32)
-    check_weighting(weighting)
     return (rating / median).astype(np.float32)
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.common import (COL, DOMAIN, DOMAINS, ITEM, ITEM_IDX, K, USER, USER_IDX, PipelineError, run_stage,
-                           write_parquet)
+from stages.common import (DOMAIN, DOMAINS, ITEM, ITEM_IDX, K, USER, USER_IDX, PipelineError, domain_matrix,
+                           run_stage, write_parquet)
 
 log = logging.getLogger("pipeline.submit")
 
@@ -82,8 +82,7 @@ def main(argv: list[str]) -> None:
         domain_items = items[items[DOMAIN] == domain]
         targets = pd.read_parquet(f"data/prepared/{domain}/targets.parquet")[USER].to_numpy()
         submission = make_submission(recs[recs[DOMAIN] == domain], users, domain_items, targets)
-        cols = domain_items[COL].to_numpy()
-        seen = matrix[:, cols[0]:cols[-1] + 1].tocsr() if len(cols) else matrix[:, :0]
+        seen = domain_matrix(matrix, items, domain)
         target_idx = users.set_index(USER).loc[submission[USER].to_numpy(), USER_IDX].to_numpy()
         item_ids = domain_items.sort_values(ITEM_IDX)[ITEM].to_numpy()
         history = {int(u): set(item_ids[seen[i].indices].tolist())
