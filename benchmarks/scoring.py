@@ -28,6 +28,53 @@ def _seen(n_users: int, n_items: int, per_user: int, rng: np.random.Generator) -
     return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
 
 
+def scoring_table(n_users: int = 20_000, n_items: int = 167_000, factors: int = 64, n: int = 200) -> str:
+    """Time every scorer on random factors of the given shape; a markdown table (with a line above it)."""
+    rng = np.random.default_rng(0)
+    users = rng.standard_normal((n_users, factors), dtype=np.float32)
+    items = rng.standard_normal((n_items, factors), dtype=np.float32)
+    seen = _seen(n_users, n_items, 50, rng)
+    madds = n_users * n_items * factors
+    rows = []
+    start = time.perf_counter()
+    for lo in range(0, n_users, BLOCK):
+        users[lo:lo + BLOCK] @ items.T
+    sgemm = time.perf_counter() - start
+    rows.append((f"numpy sgemm only (reference, {os.cpu_count()} BLAS threads)", sgemm))
+    with threadpool_limits(1, "blas"):
+        start = time.perf_counter()
+        for lo in range(0, n_users, BLOCK):
+            users[lo:lo + BLOCK] @ items.T
+        rows.append(("numpy sgemm only (1 BLAS thread)", time.perf_counter() - start))
+
+        start = time.perf_counter()
+        ours, _ = top_n_items(users, items, seen, n)
+        rows.append(("stages.candidates.top_n_items (top-N, seen excluded)", time.perf_counter() - start))
+
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        model = AlternatingLeastSquares(factors=factors, num_threads=2)
+        model.user_factors, model.item_factors = users, items
+        start = time.perf_counter()
+        theirs, _ = model.recommend(np.arange(n_users), seen, N=n, filter_already_liked_items=True)
+        rows.append(("implicit recommend (top-N, seen excluded)", time.perf_counter() - start))
+
+        subset = min(n_users, 4 * BLOCK)  # slow: timed on a subset, scaled to all users
+        start = time.perf_counter()
+        for lo in range(0, subset, BLOCK):
+            scores = users[lo:lo + BLOCK] @ items.T
+            np.argpartition(-scores, n, axis=1)[:, :n]
+        rows.append(("numpy matmul + argpartition (no exclusion)", (time.perf_counter() - start) * n_users / subset))
+
+    same = np.mean([len(set(a) & set(b)) / n for a, b in zip(ours[:500], theirs[:500])])
+    lines = [f"{n_users:,} users x {n_items:,} items x {factors} factors, top {n}; {madds / 1e9:.1f} G "
+             f"multiply-adds; top-N overlap ours vs implicit: {same:.3f}", "",
+             "| scorer | seconds | G madd/s | share of sgemm |", "|---|---|---|---|"]
+    lines += [f"| {name} | {seconds:.2f} | {madds / seconds / 1e9:.1f} | {sgemm / seconds:.0%} |"
+              for name, seconds in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=20_000)
@@ -35,51 +82,7 @@ def main() -> None:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--n", type=int, default=200)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    users = rng.standard_normal((args.users, args.factors), dtype=np.float32)
-    items = rng.standard_normal((args.items, args.factors), dtype=np.float32)
-    seen = _seen(args.users, args.items, 50, rng)
-    madds = args.users * args.items * args.factors
-    rows = []
-    start = time.perf_counter()
-    for lo in range(0, args.users, BLOCK):
-        users[lo:lo + BLOCK] @ items.T
-    sgemm = time.perf_counter() - start
-    rows.append((f"numpy sgemm only (reference, {os.cpu_count()} BLAS threads)", sgemm))
-    with threadpool_limits(1, "blas"):
-        start = time.perf_counter()
-        for lo in range(0, args.users, BLOCK):
-            users[lo:lo + BLOCK] @ items.T
-        rows.append(("numpy sgemm only (1 BLAS thread)", time.perf_counter() - start))
-
-        start = time.perf_counter()
-        ours, _ = top_n_items(users, items, seen, args.n)
-        rows.append(("stages.candidates.top_n_items (top-N, seen excluded)", time.perf_counter() - start))
-
-        from implicit.cpu.als import AlternatingLeastSquares
-
-        model = AlternatingLeastSquares(factors=args.factors, num_threads=2)
-        model.user_factors, model.item_factors = users, items
-        start = time.perf_counter()
-        theirs, _ = model.recommend(np.arange(args.users), seen, N=args.n, filter_already_liked_items=True)
-        rows.append(("implicit recommend (top-N, seen excluded)", time.perf_counter() - start))
-
-        subset = min(args.users, 4 * BLOCK)  # slow: timed on a subset, scaled to all users
-        start = time.perf_counter()
-        for lo in range(0, subset, BLOCK):
-            scores = users[lo:lo + BLOCK] @ items.T
-            np.argpartition(-scores, args.n, axis=1)[:, :args.n]
-        rows.append(("numpy matmul + argpartition (no exclusion)",
-                     (time.perf_counter() - start) * args.users / subset))
-
-    same = np.mean([len(set(a) & set(b)) / args.n for a, b in zip(ours[:500], theirs[:500])])
-    print(f"{args.users:,} users x {args.items:,} items x {args.factors} factors, top {args.n}; "
-          f"{madds / 1e9:.1f} G multiply-adds; top-N overlap ours vs implicit: {same:.3f}")
-    print()
-    print("| scorer | seconds | G madd/s | share of sgemm |")
-    print("|---|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.2f} | {madds / seconds / 1e9:.1f} | {sgemm / seconds:.0%} |")
+    print(scoring_table(args.users, args.items, args.factors, args.n))
 
 
 if __name__ == "__main__":

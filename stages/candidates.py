@@ -10,12 +10,13 @@ Sources (their union; a candidate from several carries each rank):
 - ALS: the `n_als` items of the domain with the highest user x item score. Every user with history in either
   domain has a taste vector, so a user new to this domain gets candidates too: the cross-domain point.
 - recent: the `n_recent` items that users with a taste like this user's took in the last `popular_days`
-  (see recent_taste).
+  (see recent_taste), among the `recent_pool` most recently popular items.
 - popular: the `n_popular` items of the domain with the most events in the last `popular_days` before the cut-off.
 Items the user already has in this domain are excluded from all; so are items with no event before the cut-off.
 
 Users per fold: train -> users with events in the label window; holdout -> users with events in the holdout
-window; final -> the target users (test files and targets files).
+window (both capped at `max_labelled_users` per domain, drawn at random); final -> every target user (test
+files and targets files).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import scipy.sparse as sp  # noqa: E402
 
 from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, TS, USER_IDX,  # noqa: E402
                            WINDOW, constant_category, domain_matrix, fold_cutoff, fold_label_window, load_params,
-                           read_json, read_target_idx, run_stage, section_params, write_parquet)
+                           read_json, read_target_idx, run_stage, section_params, seen_pairs, write_parquet)
 
 log = logging.getLogger("pipeline.candidates")
 
@@ -123,7 +124,7 @@ def _row_dots(left: np.ndarray, right: np.ndarray, rows_left: np.ndarray, rows_r
 
 def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
                     item_recent_taste: np.ndarray, popular: np.ndarray, has_history: np.ndarray, *, n_als: int,
-                    n_recent: int, n_popular: int) -> pd.DataFrame:
+                    n_recent: int, n_popular: int, recent_pool: int = 0) -> pd.DataFrame:
     """Candidates of one domain for the given users.
 
     Args:
@@ -133,6 +134,9 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
         item_recent_taste: the domain's items x factors (see recent_taste).
         popular: the domain's items by recent popularity (see popular_items).
         has_history: per user, True when the user has any event in either domain (ALS can score them).
+        recent_pool: the recent source scores only this many of the most recently popular items (0 = all):
+            what many similar users took lately is near the top of recent popularity anyway, and at full
+            size scoring every item twice (ALS and recent) doubled the stage's time.
 
     Returns:
         user_idx, item_idx, als_rank, recent_rank, pop_rank, als_score, als_user_norm, als_item_norm,
@@ -143,8 +147,10 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     als_users = users[has_history[users]]
     als_items, _ = top_n_items(user_factors[als_users], item_factors, seen[als_users], n_als, allowed=alive)
     sources = {"als_rank": _pairs(als_users, als_items)}
-    recent_items, _ = top_n_items(user_factors[als_users], item_recent_taste, seen[als_users], n_recent,
-                                  allowed=alive)
+    pool = popular[:recent_pool] if recent_pool > 0 else np.flatnonzero(alive)
+    recent_items, _ = top_n_items(user_factors[als_users], item_recent_taste[pool], seen[als_users][:, pool],
+                                  n_recent)
+    recent_items = np.where(recent_items >= 0, pool[np.maximum(recent_items, 0)], -1)
     user, item, rank = _pairs(als_users, recent_items)
     taken = _row_dots(user_factors, item_recent_taste, user, item) > 0  # someone like the user took it
     sources["recent_rank"] = (user[taken], item[taken], rank[taken])
@@ -152,18 +158,17 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     # Popular: the top list minus what the user has seen; a few extra slots absorb the seen ones.
     n_items = seen.shape[1]
     top = popular[: n_popular + 20]
-    user, item = np.repeat(users, len(top)).astype(np.int32), np.tile(top, len(users)).astype(np.int32)
-    rank = np.tile(np.arange(1, len(top) + 1, dtype=np.float32), len(users))
-    seen_sub = seen[users].tocoo()
-    seen_keys = users[seen_sub.row].astype(np.int64) * n_items + seen_sub.col
-    unseen = ~np.isin(user.astype(np.int64) * n_items + item, seen_keys)
-    user, item, rank = user[unseen], item[unseen], rank[unseen]
-    keep = pd.Series(user).groupby(user).cumcount().to_numpy() < n_popular  # rank stays the global position
-    sources["pop_rank"] = (user[keep], item[keep], rank[keep])
+    unseen = ~seen_pairs(seen, np.repeat(users, len(top)), np.tile(top, len(users))).reshape(len(users), len(top))
+    keep = unseen & (np.cumsum(unseen, axis=1) <= n_popular)  # rank stays the global position
+    rows, positions = np.nonzero(keep)
+    sources["pop_rank"] = (users[rows].astype(np.int32), top[positions].astype(np.int32),
+                           (positions + 1).astype(np.float32))
 
-    # The union, one row per (user, item), sorted by user then item: one int64 key per pair.
+    # The union, one row per (user, item), sorted by user then item: one int64 key per pair, sorted once.
     keys = {name: u.astype(np.int64) * n_items + i for name, (u, i, _) in sources.items()}
-    union = np.unique(np.concatenate(list(keys.values()))) if keys else np.array([], np.int64)
+    union = np.concatenate(list(keys.values()))
+    union.sort()
+    union = union[np.r_[True, union[1:] != union[:-1]]] if len(union) else union
     cands = pd.DataFrame({USER_IDX: (union // n_items).astype(np.int32),
                           ITEM_IDX: (union % n_items).astype(np.int32)})
     for name, (_, _, rank) in sources.items():
@@ -180,13 +185,23 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     return cands
 
 
-def target_users(fold: str, domain: str, interactions: pd.DataFrame, targets: np.ndarray) -> np.ndarray:
-    """user_idx of the users a fold makes candidates for in a domain (see the module docstring)."""
+def target_users(fold: str, domain: str, interactions: pd.DataFrame, targets: np.ndarray, *, max_users: int = 0,
+                 seed: int = 0) -> np.ndarray:
+    """user_idx of the users a fold makes candidates for in a domain (see the module docstring), sorted.
+
+    The labelled folds (train, holdout) keep at most `max_users` of them (0 = all), drawn at random with `seed`:
+    ranker training and evaluation need tens of thousands of users, not every user of a full-size data set.
+    The final fold always keeps every target user.
+    """
     if fold == "final":
         return np.unique(targets).astype(np.int32)
     window = fold_label_window(fold)
     mask = (interactions[DOMAIN] == domain) & (interactions[WINDOW] == window)
-    return np.unique(interactions.loc[mask, USER_IDX].to_numpy()).astype(np.int32)
+    users = np.unique(interactions.loc[mask, USER_IDX].to_numpy()).astype(np.int32)
+    if 0 < max_users < len(users):
+        rng = np.random.default_rng([seed, DOMAINS.index(domain), FOLDS.index(fold)])
+        users = np.sort(rng.choice(users, size=max_users, replace=False))
+    return users
 
 
 def main(argv: list[str]) -> None:
@@ -209,13 +224,16 @@ def main(argv: list[str]) -> None:
     for domain in DOMAINS:
         cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
         domain_events = interactions[interactions[DOMAIN] == domain]
-        users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain))
+        users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain),
+                             max_users=params["max_labelled_users"], seed=params["seed"])
         popular = popular_items(domain_events, cutoff=cutoff, days=params["popular_days"], n_items=len(cols))
         seen = domain_matrix(matrix, items, domain)
         recent = recent_taste(domain_events, user_factors, cutoff=cutoff, days=params["popular_days"],
                               n_items=len(cols))
         cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,
-                                n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"])
+                                n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"],
+                                recent_pool=params["recent_pool"])
+        del seen, recent, domain_events
         cands.insert(1, DOMAIN, constant_category(domain, len(cands), DOMAINS))
         log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,
                  domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from stages.candidates import popular_items, target_users
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, TS, USER_IDX, WINDOW, constant_category, domain_matrix,
-                           fold_cutoff, load_params, read_json, read_target_idx, run_stage, section_params,
-                           write_parquet)
+                           fold_cutoff, load_params, progress, read_json, read_target_idx, run_stage, section_params,
+                           seen_pairs, write_parquet)
 from stages.ranker_fit import load_ranker, score_candidates
 
 log = logging.getLogger("pipeline.cold_split")
@@ -57,33 +58,60 @@ def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, see
     Returns:
         user_idx, rank (1..k), item_idx.
     """
-    n_items = seen.shape[1]
     head = popular[: k + 20]
-    fallback = pd.DataFrame({USER_IDX: np.repeat(users, len(head)), ITEM_IDX: np.tile(head, len(users)),
-                             "order": np.tile(np.arange(len(head), dtype=np.float64) + 1e9, len(users))})
-    rows = pd.concat([ranked[[USER_IDX, ITEM_IDX, "order"]], fallback], ignore_index=True)
-    rows = rows[np.isin(rows[USER_IDX].to_numpy(), users)]
-    sub = seen[users].tocoo()
-    seen_keys = users[sub.row].astype(np.int64) * n_items + sub.col
-    keys = rows[USER_IDX].to_numpy(np.int64) * n_items + rows[ITEM_IDX].to_numpy()
-    rows = rows[~np.isin(keys, seen_keys)]
-    rows = rows.sort_values([USER_IDX, "order"], kind="stable").drop_duplicates([USER_IDX, ITEM_IDX])
-    rows = rows[rows.groupby(USER_IDX).cumcount() < k]
-    counts = rows.groupby(USER_IDX).size().reindex(users, fill_value=0)
+    user, item, order = (ranked[c].to_numpy() for c in (USER_IDX, ITEM_IDX, "order"))
+    keep = np.isin(user, users) & ~seen_pairs(seen, user, item)
+    fallback_user, fallback_item = np.repeat(users, len(head)), np.tile(head, len(users))
+    fallback_unseen = ~seen_pairs(seen, fallback_user, fallback_item)
+    # Ranked rows first, then the popular head; per user, the first k distinct items. Plain numpy sorts:
+    # pandas sort/drop_duplicates/groupby on millions of rows took minutes at full size.
+    user = np.r_[user[keep], fallback_user[fallback_unseen]].astype(np.int64)
+    item = np.r_[item[keep], fallback_item[fallback_unseen]].astype(np.int64)
+    order = np.r_[order[keep].astype(np.float64),
+                  np.tile(np.arange(len(head), dtype=np.float64) + 1e9, len(users))[fallback_unseen]]
+    by_order = np.lexsort((order, user))
+    user, item = user[by_order], item[by_order]
+    _, first = np.unique(user * seen.shape[1] + item, return_index=True)  # first place of each (user, item)
+    distinct = np.zeros(len(user), dtype=bool)
+    distinct[first] = True
+    user, item = user[distinct], item[distinct]
+    in_list = _position_in_run(user) < k
+    user, item = user[in_list], item[in_list]
+    counts = pd.Series(np.bincount(np.searchsorted(users, user), minlength=len(users)), index=users)
     short = counts.index[counts.to_numpy() < k].to_numpy()
-    extra = []
-    for user in short:  # rare: the user has seen most of the popular head; walk the whole popularity order
-        have = set(rows.loc[rows[USER_IDX] == user, ITEM_IDX].tolist())
-        have.update(seen[user].indices.tolist())
-        need = k - int(counts.loc[user])
-        add = [i for i in popular if i not in have][:need]
-        extra.append(pd.DataFrame({USER_IDX: user, ITEM_IDX: np.array(add, dtype=np.int64),
-                                   "order": 2e9 + np.arange(len(add))}))
-    if extra:
-        rows = pd.concat([rows, *extra], ignore_index=True).sort_values([USER_IDX, "order"], kind="stable")
-    out = rows[[USER_IDX, ITEM_IDX]].astype(np.int32)
-    out.insert(1, "rank", (out.groupby(USER_IDX).cumcount() + 1).astype(np.int8))
-    return out.reset_index(drop=True)
+    extra_user, extra_item = [user], [item]
+    for one_user in short:  # rare: the user has seen most of the popular head; walk the whole popularity order
+        have = set(item[user == one_user].tolist())
+        have.update(seen[one_user].indices.tolist())
+        add = [i for i in popular if i not in have][: k - int(counts.loc[one_user])]
+        extra_user.append(np.full(len(add), one_user, dtype=np.int64))
+        extra_item.append(np.array(add, dtype=np.int64))
+    user, item = np.concatenate(extra_user), np.concatenate(extra_item)
+    by_user = np.argsort(user, kind="stable")  # the walked items go after the user's others
+    user, item = user[by_user], item[by_user]
+    return pd.DataFrame({USER_IDX: user.astype(np.int32), "rank": (_position_in_run(user) + 1).astype(np.int8),
+                         ITEM_IDX: item.astype(np.int32)})
+
+
+def _position_in_run(sorted_values: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal values of a sorted array."""
+    if len(sorted_values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1]
+    return np.arange(len(sorted_values)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_values)]))
+
+
+def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int) -> pd.DataFrame:
+    """The rows of a features chunk that can still make a top-k list: per (user, domain), the k best by
+    ranker score and the k best by ALS rank. Taking them chunk by chunk and choosing again over the union
+    gives the same lists as choosing over the whole table, which at full size (40M rows) does not fit."""
+    group = chunk[USER_IDX].to_numpy().astype(np.int64) * 2 + chunk[DOMAIN].cat.codes.to_numpy()
+    keep = np.zeros(len(chunk), dtype=bool)
+    for order in (-scores, chunk["als_rank"].fillna(np.inf).to_numpy()):
+        ranked = np.lexsort((order, group))
+        keep[ranked[_position_in_run(group[ranked]) < k]] = True
+    out = chunk.loc[keep, [USER_IDX, DOMAIN, ITEM_IDX, "als_rank"]]
+    return out.assign(score=scores[keep])
 
 
 def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: np.ndarray, segments: np.ndarray,
@@ -114,25 +142,35 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     params = load_params()
     min_interactions = section_params(params, "cold")["min_interactions"]
-    popular_days = section_params(params, "candidates")["popular_days"]
+    candidate_params = section_params(params, "candidates")
     windows = read_json("data/prepared/smm/windows.json")
     cutoff = fold_cutoff(windows, args.fold)
     users_map = pd.read_parquet("data/merged/users.parquet")
     items = pd.read_parquet("data/merged/items.parquet")
     interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, WINDOW])
     matrix = sp.load_npz(f"data/merged/matrix_{args.fold}.npz").tocsr()
-    features = pd.read_parquet(f"data/features/{args.fold}.parquet")
     booster, meta = load_ranker(Path("models/ranker") / args.fold)
-    scores = score_candidates(booster, meta, features)
+    # Scored a row group at a time, keeping only rows that can make a list: memory stays at one chunk.
+    features_file = pq.ParquetFile(f"data/features/{args.fold}.parquet")
+    columns = list(dict.fromkeys([USER_IDX, DOMAIN, ITEM_IDX, "als_rank", "als_score", *meta["features"]]))
+    kept = []
+    for group in progress(range(features_file.num_row_groups), desc="scoring", unit="row group"):
+        chunk = features_file.read_row_group(group, columns=columns).to_pandas()
+        chunk[DOMAIN] = pd.Categorical(chunk[DOMAIN], categories=list(DOMAINS))
+        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K))
+        del chunk
+    features = pd.concat(kept, ignore_index=True)
+    scores = features.pop("score").to_numpy()
     counts_total = np.diff(matrix.indptr)
     parts = []
     for domain in DOMAINS:
         seen = domain_matrix(matrix, items, domain)
         counts_domain = np.diff(seen.indptr)
-        users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain))
+        users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain),
+                             max_users=candidate_params["max_labelled_users"], seed=candidate_params["seed"])
         segments = segment_users(users, counts_domain, counts_total, min_interactions=min_interactions)
         popular = popular_items(interactions[interactions[DOMAIN] == domain], cutoff=cutoff,
-                                days=popular_days, n_items=seen.shape[1])
+                                days=candidate_params["popular_days"], n_items=seen.shape[1])
         in_domain = (features[DOMAIN] == domain).to_numpy()
         recs = recommend_domain(features[in_domain], scores[in_domain], users, segments, popular, seen,
                                 counts_total > 0)

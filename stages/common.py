@@ -76,6 +76,17 @@ def domain_matrix(matrix, items: pd.DataFrame, domain: str):
     return (matrix[:, cols[0]:cols[-1] + 1] if len(cols) else matrix[:, :0]).tocsr()
 
 
+def seen_pairs(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """For each k, whether matrix[rows[k], cols[k]] is non-zero.
+
+    scipy looks each pair up in its row in C; np.isin over int64 pair keys sorted tens of millions of keys
+    and took minutes at full size.
+    """
+    if len(rows) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(matrix[rows, cols]).ravel() != 0
+
+
 def read_target_idx(users: pd.DataFrame, domain: str, prepared: str | Path = "data/prepared") -> np.ndarray:
     """user_idx of the domain's target users (test and targets files), via the user map."""
     targets = pd.read_parquet(Path(prepared) / domain / "targets.parquet")[USER].to_numpy()
@@ -131,6 +142,9 @@ PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "candidates.n_recent": (0, None, True, False),
     "candidates.n_popular": (1, None, True, False),
     "candidates.popular_days": (0.0, None, False, True),
+    "candidates.recent_pool": (0, None, True, False),
+    "candidates.max_labelled_users": (0, None, True, False),
+    "candidates.seed": (0, None, True, False),
     "ranker.n_estimators": (1, None, True, False),
     "ranker.learning_rate": (0.0, 1.0, False, True),
     "ranker.num_leaves": (2, None, True, False),

@@ -9,7 +9,8 @@ Out: `metrics/holdout/{popular,als,final}.json` (per model: score = geometric me
      window: the numbers to choose parameters by), and CSV tables under `metrics/plots/` for `dvc plots`.
 
 Truth of a user in a domain: the items they had in the holdout window and not before it (seen items are
-never recommended, so a repeat could not be hit). Users whose truth is empty are not scored.
+never recommended, so a repeat could not be hit). Users whose truth is empty are not scored; nor are users
+left out of the fold's draw (`candidates.max_labelled_users`), so that every scored user had candidates made.
 NDCG@10 is the one of DATA.md: binary relevance, DCG over the first 10 distinct items, IDCG over
 min(|truth|, 10) positions, averaged over truth users, a user without a list scoring 0.
 """
@@ -23,9 +24,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from stages.candidates import target_users
 from stages.cold_split import MODELS, SEGMENTS
-from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, run_stage,
-                           write_json, write_text)
+from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, load_params,
+                           run_stage, section_params, write_json, write_text)
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -153,9 +155,18 @@ def main(argv: list[str]) -> None:
     interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_holdout.npz").tocsr()
-    truth = {d: window_truth(interactions, seen, items, d) for d in DOMAINS}
+    params = section_params(load_params(), "candidates")
+    no_targets = np.array([], np.int32)
+
+    def drawn(truth: pd.DataFrame, fold: str, domain: str) -> pd.DataFrame:
+        users = target_users(fold, domain, interactions, no_targets, max_users=params["max_labelled_users"],
+                             seed=params["seed"])
+        return truth[np.isin(truth[USER_IDX].to_numpy(), users)]
+
+    truth = {d: drawn(window_truth(interactions, seen, items, d), "holdout", d) for d in DOMAINS}
     seen_train = sp.load_npz("data/merged/matrix_train.npz").tocsr()
-    truth_train = {d: window_truth(interactions, seen_train, items, d, window="label") for d in DOMAINS}
+    truth_train = {d: drawn(window_truth(interactions, seen_train, items, d, window="label"), "train", d)
+                   for d in DOMAINS}
     validation = validation_metrics(pd.read_parquet("data/features/train.parquet",
                                                     columns=[USER_IDX, DOMAIN, ITEM_IDX, *SOURCES.values()]),
                                     truth_train)

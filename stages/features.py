@@ -40,99 +40,148 @@ FEATURES = [
 ]
 
 
-def _item_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
+WINDOW_DAYS = {"1d": 1, "3d": 3, "7d": 7, "30d": 30}
+
+
+def _group_min(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Per key in 0..size-1, the smallest value (NaN for a key without values)."""
+    out = np.full(size, np.inf)
+    np.minimum.at(out, keys, values)
+    out[np.isinf(out)] = np.nan
+    return out
+
+
+def _item_stats(before: pd.DataFrame, cutoff: int, n_items: int) -> dict[str, np.ndarray]:
+    """Per item of one domain (index item_idx): event counts and shares in recent windows, trend, age, idleness."""
+    item = before[ITEM_IDX].to_numpy()
     age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
-    frame = pd.DataFrame({DOMAIN: before[DOMAIN].array, ITEM_IDX: before[ITEM_IDX].to_numpy(), "age": age,
-                          "in_1d": age <= 1, "in_3d": age <= 3, "in_7d": age <= 7, "in_30d": age <= 30})
-    stats = frame.groupby([DOMAIN, ITEM_IDX], observed=True).agg(
-        item_count_1d=("in_1d", "sum"), item_count_3d=("in_3d", "sum"), item_count_7d=("in_7d", "sum"),
-        item_count_30d=("in_30d", "sum"), item_count_all=("age", "size"),
-        item_age_days=("age", "max"), item_idle_days=("age", "min"))
-    # Trend: last week against the weekly average of the last 30 days, smoothed for rare items.
-    stats["item_trend"] = (stats["item_count_7d"] + 1.0) / (stats["item_count_30d"] * 7.0 / 30.0 + 1.0)
+    counts = {"all": np.bincount(item, minlength=n_items).astype(np.float64)}
+    for window, days in WINDOW_DAYS.items():
+        counts[window] = np.bincount(item[age <= days], minlength=n_items).astype(np.float64)
+    stats = {"item_count_7d": counts["7d"]}
     # Popularity as a share of the domain's events in the window: counts grow with the service, shares
     # mean the same at the training cut-off and at the serving one.
-    for window in ("1d", "3d", "7d", "30d", "all"):
-        count = stats[f"item_count_{window}"]
-        total = count.groupby(level=DOMAIN, observed=True).transform("sum")
-        stats[f"item_share_{window}"] = count / total.where(total > 0, 1.0) * 1000.0  # per mille
-    return stats.astype("float32").reset_index()
+    for window, count in counts.items():
+        stats[f"item_share_{window}"] = count / max(count.sum(), 1.0) * 1000.0  # per mille
+    known = counts["all"] > 0
+    # Trend: last week against the weekly average of the last 30 days, smoothed for rare items.
+    stats["item_trend"] = np.where(known, (counts["7d"] + 1.0) / (counts["30d"] * 7.0 / 30.0 + 1.0), np.nan)
+    stats["item_age_days"] = -_group_min(item, -age, n_items)
+    stats["item_idle_days"] = _group_min(item, age, n_items)
+    return {name: values.astype(np.float32) for name, values in stats.items()}
 
 
-def _user_stats(before: pd.DataFrame, cutoff: int) -> pd.DataFrame:
-    """Per (user, domain): activity in that domain and in the other one, recency, rating strength, and how
-    mainstream the user's items are (mean log count of their items: low = niche taste, trust ALS more)."""
+def _user_stats(before: pd.DataFrame, cutoff: int, n_users: int) -> dict[str, np.ndarray]:
+    """Per user (index user_idx; column = domain code where there are two): activity in each domain, recency,
+    rating strength, and how mainstream the user's items are (mean log count of their items: low = niche
+    taste, trust ALS more)."""
+    user = before[USER_IDX].to_numpy().astype(np.int64)
+    domain = before[DOMAIN].cat.codes.to_numpy().astype(np.int64)
+    item = before[ITEM_IDX].to_numpy()
     age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
-    item_count = before.groupby([DOMAIN, ITEM_IDX], observed=True)[ITEM_IDX].transform("size").to_numpy()
-    frame = pd.DataFrame({USER_IDX: before[USER_IDX].to_numpy(), DOMAIN: before[DOMAIN].array, "age": age,
-                          "log_rating": np.log1p(before[RATING].to_numpy()), "log_pop": np.log1p(item_count)})
-    per_domain = frame.groupby([USER_IDX, DOMAIN], observed=True).agg(
-        count=("age", "size"), idle=("age", "min"), rating=("log_rating", "mean"),
-        mainstream=("log_pop", "mean")).reset_index()
-    overall = frame.assign(recent=age <= 7).groupby(USER_IDX).agg(
-        user_count_7d=("recent", "sum"), user_idle_days=("age", "min"))
-    counts = per_domain.pivot(index=USER_IDX, columns=DOMAIN, values="count").reindex(columns=list(DOMAINS))
-    rows = []
-    for domain in DOMAINS:
-        other = DOMAINS[1 - DOMAINS.index(domain)]
-        own = per_domain[per_domain[DOMAIN] == domain].set_index(USER_IDX)
-        block = pd.DataFrame(index=overall.index)
-        block[DOMAIN] = domain
-        block["user_count_domain"] = counts[domain].reindex(block.index).fillna(0)
-        block["user_count_other"] = counts[other].reindex(block.index).fillna(0)
-        block["user_idle_days_domain"] = own["idle"].reindex(block.index)
-        block["user_rating_domain"] = own["rating"].reindex(block.index)
-        block["user_mainstream"] = own["mainstream"].reindex(block.index)
-        rows.append(block.join(overall))
-    stats = pd.concat(rows).reset_index()
-    stats[DOMAIN] = pd.Categorical(stats[DOMAIN], categories=list(DOMAINS))
-    value_cols = [c for c in stats.columns if c not in (USER_IDX, DOMAIN)]
-    stats[value_cols] = stats[value_cols].astype("float32")
-    return stats
+    log_pop = np.empty(len(before))
+    for code in range(len(DOMAINS)):  # log count of each event's item, within its domain
+        mine = domain == code
+        log_pop[mine] = np.log1p(np.bincount(item[mine])[item[mine]])
+    key, size = user * len(DOMAINS) + domain, n_users * len(DOMAINS)
+    count = np.bincount(key, minlength=size).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rating = np.bincount(key, np.log1p(before[RATING].to_numpy()), minlength=size) / count
+        mainstream = np.bincount(key, log_pop, minlength=size) / count
+    shape = (n_users, len(DOMAINS))
+    stats = {"count": count.reshape(shape), "idle_domain": _group_min(key, age, size).reshape(shape),
+             "rating": rating.reshape(shape), "mainstream": mainstream.reshape(shape),
+             "user_count_7d": np.bincount(user[age <= 7], minlength=n_users).astype(np.float64),
+             "user_idle_days": _group_min(user, age, n_users)}
+    return {name: values.astype(np.float32) for name, values in stats.items()}
 
 
 @dataclass(frozen=True)
 class FeatureTables:
-    """What the features are joined from: per-item and per-(user, domain) statistics before the cut-off,
-    and the labelled (user, domain, item) triples (None when the fold has no labels)."""
+    """What the features are looked up in: per-item statistics of each domain (arrays by item_idx),
+    per-user statistics (arrays by user_idx), all from events before the cut-off, and the sorted keys of the
+    labelled (user, domain, item) triples (None when the fold has no labels)."""
 
-    items: pd.DataFrame
-    users: pd.DataFrame
-    truth: pd.DataFrame | None
+    items: dict[str, dict[str, np.ndarray]]
+    users: dict[str, np.ndarray]
+    truth: np.ndarray | None
+
+
+def _triple_key(user: np.ndarray, domain_code: np.ndarray, item: np.ndarray) -> np.ndarray:
+    return (user.astype(np.int64) * len(DOMAINS) + domain_code) * 2**31 + item
 
 
 def feature_tables(interactions: pd.DataFrame, *, cutoff: int, label_window: str | None) -> FeatureTables:
     """Statistics from events with timestamp < cutoff, and the labels of `label_window`."""
     before = interactions[interactions[TS] < cutoff]
+    items = {}
+    for domain in DOMAINS:
+        in_domain = interactions[ITEM_IDX].to_numpy()[(interactions[DOMAIN] == domain).to_numpy()]
+        n_items = int(in_domain.max()) + 1 if len(in_domain) else 0
+        items[domain] = _item_stats(before[before[DOMAIN] == domain], cutoff, n_items)
+    n_users = int(interactions[USER_IDX].max()) + 1 if len(interactions) else 0
     truth = None
     if label_window is not None:
-        truth = interactions.loc[interactions[WINDOW] == label_window, [USER_IDX, DOMAIN, ITEM_IDX]]
-        truth = truth.drop_duplicates().assign(label=np.int8(1))
-    return FeatureTables(_item_stats(before, cutoff), _user_stats(before, cutoff), truth)
+        labelled = interactions[interactions[WINDOW] == label_window]
+        truth = np.unique(_triple_key(labelled[USER_IDX].to_numpy(), labelled[DOMAIN].cat.codes.to_numpy(),
+                                      labelled[ITEM_IDX].to_numpy()))
+    return FeatureTables(items, _user_stats(before, cutoff, n_users), truth)
+
+
+def _take(values: np.ndarray, index: np.ndarray, fill: float) -> np.ndarray:
+    """values[index], `fill` where the index is beyond the table (users with no event at all)."""
+    inside = index < len(values)
+    out = np.full(len(index), fill, dtype=np.float32)
+    out[inside] = values[index[inside]]
+    return out
 
 
 def join_features(candidates: pd.DataFrame, tables: FeatureTables) -> pd.DataFrame:
     """Candidates with FEATURES columns and an int8 `label`, same row order. Every (user, domain) group of
-    candidates must be whole in `candidates` (als_score_gap compares within it)."""
-    out = candidates.merge(tables.items, on=[DOMAIN, ITEM_IDX], how="left")
-    out = out.merge(tables.users, on=[USER_IDX, DOMAIN], how="left")
+    candidates must be whole in `candidates` (als_score_gap compares within it).
+
+    Plain array lookups by item_idx and user_idx: pandas merges of 40M candidates with the statistics took
+    most of this stage's time at full size."""
+    out = candidates.copy()
     out[DOMAIN] = pd.Categorical(out[DOMAIN], categories=list(DOMAINS))
-    out["domain_code"] = out[DOMAIN].cat.codes.astype("float32")
+    code = out[DOMAIN].cat.codes.to_numpy().astype(np.int64)
+    user = out[USER_IDX].to_numpy().astype(np.int64)
+    item = out[ITEM_IDX].to_numpy()
+    item_columns = next(iter(tables.items.values())).keys()
+    for column in item_columns:
+        values = np.full(len(out), np.nan, dtype=np.float32)
+        for c, domain in enumerate(DOMAINS):
+            mine = code == c
+            values[mine] = _take(tables.items[domain][column], item[mine], np.nan)
+        out[column] = values
+    users = tables.users
+    other = 1 - code
+    for name, table, column, fill in (("user_count_domain", "count", code, 0.0),
+                                      ("user_count_other", "count", other, 0.0),
+                                      ("user_idle_days_domain", "idle_domain", code, np.nan),
+                                      ("user_rating_domain", "rating", code, np.nan),
+                                      ("user_mainstream", "mainstream", code, np.nan)):
+        flat = users[table].ravel()  # (user, domain) -> user * n_domains + domain
+        out[name] = _take(flat, user * len(DOMAINS) + column, fill) if len(flat) else np.full(len(out), fill,
+                                                                                             np.float32)
+    out["user_count_7d"] = _take(users["user_count_7d"], user, 0.0)
+    out["user_idle_days"] = _take(users["user_idle_days"], user, np.nan)
+    out["domain_code"] = code.astype(np.float32)
     best = out.groupby([USER_IDX, DOMAIN], observed=True)["als_score"].transform("max")
     out["als_score_gap"] = (best - out["als_score"]).astype("float32")  # how far below the user's best candidate
     # Taste match without popularity: ALS scores grow with item popularity, the cosine does not.
     norms = out["als_user_norm"] * out["als_item_norm"]
     out["als_cosine"] = (out["als_score"] / norms.where(norms > 0)).astype("float32")
-    for column in ("item_count_7d", *[f for f in FEATURES if f.startswith("item_share_")],
-                   "user_count_domain", "user_count_other", "user_count_7d"):
+    for column in ("item_count_7d", *[f for f in FEATURES if f.startswith("item_share_")]):
         out[column] = out[column].fillna(0).astype("float32")
     # Of the item's recent takers, how much are they like this user (recent_affinity sums their similarity).
     out["recent_affinity_share"] = (out["recent_affinity"] / (out["item_count_7d"] + 1.0)).astype("float32")
-    if tables.truth is None:
+    if tables.truth is None or len(tables.truth) == 0:
         out["label"] = np.int8(0)
     else:
-        out = out.merge(tables.truth, on=[USER_IDX, DOMAIN, ITEM_IDX], how="left")
-        out["label"] = out["label"].fillna(0).astype("int8")
+        keys = _triple_key(user, code, item)
+        found = np.minimum(np.searchsorted(tables.truth, keys), len(tables.truth) - 1)
+        out["label"] = (tables.truth[found] == keys).astype(np.int8)
     return out[[USER_IDX, DOMAIN, ITEM_IDX, *FEATURES, "label"]]
 
 

@@ -87,7 +87,7 @@ def merge_domains(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFra
     domain_weight = {"smm": smm_weight, "zvuk": zvuk_weight}
     users, items = build_maps(events, targets)
     user_index = pd.Series(users[USER_IDX].to_numpy(), index=users[USER].to_numpy())
-    parts = []
+    columns: dict[str, list] = {}
     for domain in DOMAINS:
         frame = events[domain]
         item_map = items[items[DOMAIN] == domain]
@@ -95,7 +95,7 @@ def merge_domains(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFra
         item_idx = item_index.reindex(frame[ITEM].to_numpy()).to_numpy()
         rating = frame[RATING].to_numpy()
         median = float(np.median(rating)) if len(rating) else 1.0
-        parts.append(pd.DataFrame({
+        part = {
             USER_IDX: user_index.reindex(frame[USER].to_numpy()).to_numpy().astype(np.int32),
             DOMAIN: constant_category(domain, len(frame), DOMAINS),
             ITEM_IDX: item_idx.astype(np.int32),
@@ -104,15 +104,24 @@ def merge_domains(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFra
             RATING: rating,
             "weight": confidence(rating, weighting=weighting, median=median) * np.float32(domain_weight[domain]),
             WINDOW: frame[WINDOW].array,  # stays categorical: an object array of 60M strings would not fit
-        }))
-    interactions = pd.concat(parts, ignore_index=True)
+        }
+        for name, values in part.items():
+            columns.setdefault(name, []).append(values)
+        del part, item_idx, rating
+    # One concatenation per column, each freed as it goes; copy=False keeps pandas from consolidating
+    # them into blocks (another full copy at 60M rows).
+    interactions = pd.DataFrame({name: (pd.concat([pd.Series(v) for v in columns.pop(name)], ignore_index=True)
+                                        if name in (DOMAIN, WINDOW) else np.concatenate(columns.pop(name)))
+                                 for name in list(columns)}, copy=False)
     shape = (len(users), len(items))
+    window = interactions[WINDOW].cat.codes.to_numpy()
+    window_code = {name: code for code, name in enumerate(interactions[WINDOW].cat.categories)}
+    user, col, weight = (interactions[c].to_numpy() for c in (USER_IDX, COL, "weight"))
     matrices = {}
     for fold in FOLDS:
-        seen = interactions[interactions[WINDOW].isin(FOLD_WINDOWS[fold])]
-        matrices[fold] = sp.csr_matrix(
-            (seen["weight"].to_numpy(), (seen[USER_IDX].to_numpy(), seen[COL].to_numpy())), shape=shape,
-            dtype=np.float32)
+        keep = np.isin(window, [window_code[name] for name in FOLD_WINDOWS[fold] if name in window_code])
+        matrices[fold] = sp.csr_matrix((weight[keep], (user[keep], col[keep])), shape=shape, dtype=np.float32)
+        del keep
         log.info("merge %s: %d users x %d items, %d non-zeros, %d users with history", fold, shape[0], shape[1],
                  matrices[fold].nnz, int((np.diff(matrices[fold].indptr) > 0).sum()))
     return users, items, interactions, matrices
@@ -128,6 +137,7 @@ def main(argv: list[str]) -> None:
     events = {d: pd.read_parquet(Path(args.prepared) / d / "events.parquet") for d in DOMAINS}
     targets = {d: pd.read_parquet(Path(args.prepared) / d / "targets.parquet") for d in DOMAINS}
     users, items, interactions, matrices = merge_domains(events, targets, **params)
+    del events  # the merged table holds everything now; the writes below need the room
     out = Path(args.out)
     write_parquet(users, out / "users.parquet")
     write_parquet(items, out / "items.parquet")

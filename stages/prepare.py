@@ -52,7 +52,7 @@ def _as_int64(values: pd.Series, name: str, column: str) -> np.ndarray:
         values = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
         return values.astype("datetime64[ns]").astype("int64").to_numpy()
     if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return values.astype("int64").to_numpy()
+        return values.to_numpy(dtype="int64")  # no copy when already int64
     if pd.api.types.is_float_dtype(values):
         array = values.to_numpy()
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)) or np.any(np.abs(array) > 2**53):
@@ -70,7 +70,8 @@ def validate_interactions(frame: pd.DataFrame, *, domain: str, name: str) -> pd.
     and finite.
 
     Returns:
-        user_id int64, item_id int64, timestamp int64 (ns), rating float64, in that order.
+        user_id int64, item_id int64, timestamp int64 (ns), rating float64, in that order: the frame itself
+        when it is already so (validating twice costs no memory).
     """
     missing = [c for c in RAW_COLUMNS[domain] if c not in frame.columns]
     if missing:
@@ -79,14 +80,10 @@ def validate_interactions(frame: pd.DataFrame, *, domain: str, name: str) -> pd.
         nulls = int(frame[column].isna().sum())
         if nulls:
             raise PipelineError(f"{name}: column {column} has {nulls} null value(s)")
-    out = pd.DataFrame({
-        USER: _as_int64(frame[USER], name, USER),
-        ITEM: _as_int64(frame[ITEM], name, ITEM),
-        TS: _as_int64(frame[TS], name, TS),
-    })
-    if len(out) and (out[USER].min() < 0 or out[ITEM].min() < 0):
-        column = USER if out[USER].min() < 0 else ITEM
-        raise PipelineError(f"{name}: column {column} has negative ids")
+    ids = {column: _as_int64(frame[column], name, column) for column in (USER, ITEM, TS)}
+    for column in (USER, ITEM):
+        if len(frame) and ids[column].min() < 0:
+            raise PipelineError(f"{name}: column {column} has negative ids")
     if not pd.api.types.is_numeric_dtype(frame[RATING]) or pd.api.types.is_bool_dtype(frame[RATING]):
         raise PipelineError(f"{name}: column {RATING} must be numeric, got dtype {frame[RATING].dtype}")
     rating = frame[RATING].to_numpy(dtype="float64")
@@ -94,9 +91,10 @@ def validate_interactions(frame: pd.DataFrame, *, domain: str, name: str) -> pd.
     if bad.any():
         raise PipelineError(f"{name}: column {RATING} has {int(bad.sum())} value(s) that are not positive and "
                             f"finite (e.g. {rating[bad][0]})")
-    out[RATING] = rating
-    check_timestamps(out[TS].to_numpy(), name)
-    return out
+    check_timestamps(ids[TS], name)
+    normalised = (list(frame.columns) == [USER, ITEM, TS, RATING]
+                  and all(frame[c].dtype == np.int64 for c in (USER, ITEM, TS)) and frame[RATING].dtype == np.float64)
+    return frame if normalised else pd.DataFrame({**ids, RATING: rating})
 
 
 def check_timestamps(ts: np.ndarray, name: str) -> None:
@@ -117,28 +115,50 @@ def check_timestamps(ts: np.ndarray, name: str) -> None:
                                 f"{pd.Timestamp(int(high)).date()})")
 
 
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each value (splitmix64's finaliser): equal values, equal hashes."""
+    x = values.view(np.uint64) if values.dtype.itemsize == 8 else values.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
 def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame, int]:
     """Union train and test history: exact copies dropped, repeated (user, item) pairs aggregated.
 
     A repeated pair keeps its last timestamp and the sum of its ratings (both are counts of events).
-    Done with one sort in numpy: pandas' drop_duplicates and groupby over four columns took most of this
-    stage's time at full size.
+    Done with single-key sorts in numpy: pandas' drop_duplicates and groupby over four columns, and then a
+    three-key lexsort, took most of this stage's time and memory at full size. Exact copies are found by
+    sorting a hash of the whole row and comparing neighbours' values (a hash collision cannot drop a row that
+    is not a copy).
 
     Returns:
         (one row per (user, item) sorted by time, number of pairs that were aggregated)
     """
-    events = pd.concat(parts, ignore_index=True)
-    user, item = events[USER].to_numpy(), events[ITEM].to_numpy()
-    ts, rating = events[TS].to_numpy(), events[RATING].to_numpy()
+    user = np.concatenate([p[USER].to_numpy(np.int64) for p in parts])
+    item = np.concatenate([p[ITEM].to_numpy(np.int64) for p in parts])
+    ts = np.concatenate([p[TS].to_numpy(np.int64) for p in parts])
+    rating = np.concatenate([p[RATING].to_numpy(np.float64) for p in parts])
     user_codes, _ = pd.factorize(user)
     item_codes, item_uniques = pd.factorize(item)
     pair = user_codes.astype(np.int64) * max(len(item_uniques), 1) + item_codes  # exact for any int64 ids
-    order = np.lexsort((rating, ts, pair))
-    pair_sorted, ts_sorted, rating_sorted = pair[order], ts[order], rating[order]
-    same_pair = pair_sorted[1:] == pair_sorted[:-1]
-    copy = np.r_[False, same_pair & (ts_sorted[1:] == ts_sorted[:-1]) & (rating_sorted[1:] == rating_sorted[:-1])]
-    kept = order[~copy]
-    starts = np.flatnonzero(np.r_[True, pair[kept][1:] != pair[kept][:-1]]) if len(kept) else np.array([], int)
+    del user_codes, item_codes
+    row_hash = _mix64(pair) ^ _mix64(_mix64(ts) + _mix64(rating))
+    order = np.argsort(row_hash)
+    row_hash = row_hash[order]
+    copy = row_hash[1:] == row_hash[:-1]
+    del row_hash
+    for column in (pair, ts, rating):
+        in_order = column[order]
+        copy &= in_order[1:] == in_order[:-1]
+        del in_order
+    kept = order[~np.r_[False, copy]]
+    del order, copy
+    kept = kept[np.argsort(pair[kept], kind="stable")]
+    pair_kept = pair[kept]
+    starts = np.flatnonzero(np.r_[True, pair_kept[1:] != pair_kept[:-1]]) if len(kept) else np.array([], int)
+    del pair_kept, pair
     sizes = np.diff(np.r_[starts, len(kept)])
     n_repeated = int((sizes > 1).sum())
     if n_repeated:
@@ -147,10 +167,11 @@ def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame
     first = kept[starts]
     merged_ts = np.maximum.reduceat(ts[kept], starts) if len(kept) else ts[:0]
     merged_rating = np.add.reduceat(rating[kept], starts) if len(kept) else rating[:0]
-    by_time = np.lexsort((item[first], user[first], merged_ts))
-    merged = pd.DataFrame({USER: user[first][by_time], ITEM: item[first][by_time], TS: merged_ts[by_time],
-                           RATING: merged_rating[by_time]})
-    return merged, n_repeated
+    del kept
+    by_time = np.argsort(merged_ts, kind="stable")  # ties stay in (user, item) order of first appearance
+    first = first[by_time]
+    return pd.DataFrame({USER: user[first], ITEM: item[first], TS: merged_ts[by_time],
+                         RATING: merged_rating[by_time]}), n_repeated
 
 
 def time_windows(end_ns: int, *, horizon_days: float) -> dict[str, int]:
@@ -162,10 +183,9 @@ def time_windows(end_ns: int, *, horizon_days: float) -> dict[str, int]:
 def split_windows(events: pd.DataFrame, windows: dict[str, int]) -> pd.DataFrame:
     """Tag each event with the window it falls in: history, label or holdout."""
     ts = events[TS].to_numpy()
-    window = np.where(ts >= windows["holdout_start"], "holdout",
-                      np.where(ts >= windows["label_start"], "label", "history"))
-    out = events.copy()
-    out[WINDOW] = pd.Categorical(window, categories=["history", "label", "holdout"])
+    codes = (ts >= windows["label_start"]).astype(np.int8) + (ts >= windows["holdout_start"])
+    out = events.copy(deep=False)  # a new frame, not new copies of the columns
+    out[WINDOW] = pd.Categorical.from_codes(codes, categories=["history", "label", "holdout"])
     return out
 
 
@@ -238,13 +258,15 @@ def main(argv: list[str]) -> None:
     eval_params = section_params(params, "eval")
     raw_dir = Path(params["data"]["raw_dir"])
     start_ns, end_ns = _time_range(raw_dir)
-    train = read_parquet(raw_dir / f"train_{args.domain}.parquet")
-    test = read_parquet(raw_dir / f"test_{args.domain}.parquet")
+    # Validated as read, so each raw frame is freed at once (prepare_domain's own validation then copies nothing).
+    train, test = (validate_interactions(read_parquet(raw_dir / f"{kind}_{args.domain}.parquet"), domain=args.domain,
+                                         name=f"{kind}_{args.domain}.parquet") for kind in ("train", "test"))
     targets_path = raw_dir / f"targets_{args.domain}.parquet"
     targets = read_parquet(targets_path) if targets_path.exists() else None
     events, target_users, windows = prepare_domain(train, test, targets, domain=args.domain, end_ns=end_ns,
                                                    start_ns=start_ns, **eval_params)
     out = Path(args.out) / args.domain
+    del train, test
     write_parquet(events, out / "events.parquet")
     write_parquet(target_users, out / "targets.parquet")
     write_json(windows, out / "windows.json")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from stages.common import (DOMAIN, DOMAINS, ITEM, ITEM_IDX, K, USER, USER_IDX, PipelineError, domain_matrix,
-                           run_stage, write_parquet)
+                           run_stage, seen_pairs, write_parquet)
 
 log = logging.getLogger("pipeline.submit")
 
@@ -53,20 +54,30 @@ def make_submission(recs: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame
 
 
 def check_submission(submission: pd.DataFrame, targets: np.ndarray, catalog: np.ndarray,
-                     history: dict[int, set]) -> None:
-    """Assert the submission contract; raise PipelineError naming the first violation."""
+                     seen: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+    """Assert the submission contract; raise PipelineError naming the first violation.
+
+    Args:
+        seen: (user_ids, item_ids) -> True where the user already has the item (it must not be recommended).
+    """
     if list(submission.columns) != [USER, ITEM] or submission[USER].dtype != np.int64:
         raise PipelineError(f"submission columns/dtypes wrong: {submission.dtypes.to_dict()}")
     if not submission[USER].is_unique or set(submission[USER]) != set(targets.tolist()):
         raise PipelineError("submission users are not exactly the target users, once each")
-    catalog_set = set(catalog.tolist())
-    for user, items in zip(submission[USER].to_numpy(), submission[ITEM]):
-        if len(items) != K or len(set(items)) != K:
-            raise PipelineError(f"user_id {user}: {len(items)} items, {len(set(items))} distinct (need {K})")
-        if not catalog_set.issuperset(items):
-            raise PipelineError(f"user_id {user}: an item is not in the domain's catalog")
-        if history.get(int(user), set()) & set(items):
-            raise PipelineError(f"user_id {user}: recommends an item already in the user's history")
+    users, lists = submission[USER].to_numpy(), submission[ITEM].to_numpy()
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    for first in np.flatnonzero(lengths != K)[:1]:
+        raise PipelineError(f"user_id {users[first]}: {lengths[first]} items, {len(set(lists[first]))} distinct "
+                            f"(need {K})")
+    grid = np.array([list(items) for items in lists], dtype=np.int64).reshape(len(lists), K)
+    distinct = np.sort(grid, axis=1)
+    for first in np.flatnonzero((distinct[:, 1:] == distinct[:, :-1]).any(axis=1))[:1]:
+        raise PipelineError(f"user_id {users[first]}: {K} items, {len(set(lists[first]))} distinct (need {K})")
+    for first in np.flatnonzero(~np.isin(grid, catalog).all(axis=1))[:1]:
+        raise PipelineError(f"user_id {users[first]}: an item is not in the domain's catalog")
+    already = seen(np.repeat(users, K), grid.ravel()).reshape(grid.shape).any(axis=1)
+    for first in np.flatnonzero(already)[:1]:
+        raise PipelineError(f"user_id {users[first]}: recommends an item already in the user's history")
 
 
 def main(argv: list[str]) -> None:
@@ -82,12 +93,18 @@ def main(argv: list[str]) -> None:
         domain_items = items[items[DOMAIN] == domain]
         targets = pd.read_parquet(f"data/prepared/{domain}/targets.parquet")[USER].to_numpy()
         submission = make_submission(recs[recs[DOMAIN] == domain], users, domain_items, targets)
-        seen = domain_matrix(matrix, items, domain)
-        target_idx = users.set_index(USER).loc[submission[USER].to_numpy(), USER_IDX].to_numpy()
+        domain_seen = domain_matrix(matrix, items, domain)
+        user_ids, user_idx = users[USER].to_numpy(), users[USER_IDX].to_numpy()
+        by_user = np.argsort(user_ids)
         item_ids = domain_items.sort_values(ITEM_IDX)[ITEM].to_numpy()
-        history = {int(u): set(item_ids[seen[i].indices].tolist())
-                   for u, i in zip(submission[USER].to_numpy(), target_idx)}
-        check_submission(submission, targets, item_ids, history)
+        by_item = np.argsort(item_ids)
+
+        def seen(u: np.ndarray, i: np.ndarray) -> np.ndarray:  # external ids -> indices -> the history matrix
+            rows = user_idx[by_user[np.searchsorted(user_ids, u, sorter=by_user)]]
+            cols = by_item[np.minimum(np.searchsorted(item_ids, i, sorter=by_item), len(item_ids) - 1)]
+            return seen_pairs(domain_seen, rows, cols) & (item_ids[cols] == i)
+
+        check_submission(submission, targets, item_ids, seen)
         write_parquet(submission, Path(args.out) / f"submission_{domain}.parquet")
         log.info("submit %s: %d users x %d items, contract checked", domain, len(submission), K)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.candidates import make_candidates, popular_items, recent_taste, top_n_items
+from stages.candidates import make_candidates, popular_items, recent_taste, target_users, top_n_items
 from tests.conftest import DAY, T0
 
 
@@ -53,3 +53,30 @@ def test_recent_taste_sums_the_vectors_of_recent_users():
                            "timestamp": [T0 - DAY, T0 - 2 * DAY, T0 - 2 * DAY, T0 - 30 * DAY]})
     taste = recent_taste(events, user_factors, cutoff=T0, days=7, n_items=3)
     assert taste.tolist() == [[1.0, 2.0], [0.0, 2.0], [0.0, 0.0]]  # user 2's event is too old
+
+
+def test_labelled_folds_draw_at_most_max_users_and_final_keeps_every_target():
+    interactions = pd.DataFrame({"user_idx": np.arange(100, dtype=np.int32), "domain": "smm",
+                                 "window": ["label"] * 60 + ["holdout"] * 40})
+    everyone = target_users("train", "smm", interactions, np.array([], np.int32))
+    assert everyone.tolist() == list(range(60))
+    drawn = target_users("train", "smm", interactions, np.array([], np.int32), max_users=25, seed=1)
+    assert len(drawn) == 25 and set(drawn) < set(everyone) and (np.diff(drawn) > 0).all()
+    again = target_users("train", "smm", interactions, np.array([], np.int32), max_users=25, seed=1)
+    other = target_users("train", "smm", interactions, np.array([], np.int32), max_users=25, seed=2)
+    assert drawn.tolist() == again.tolist() != other.tolist()  # the seed decides the draw, nothing else
+    assert len(target_users("holdout", "smm", interactions, np.array([], np.int32), max_users=100)) == 40
+    targets = np.arange(50, dtype=np.int32)
+    assert len(target_users("final", "smm", interactions, targets, max_users=10)) == 50
+
+
+def test_recent_source_only_proposes_items_of_the_recent_pool():
+    user_factors = np.array([[1.0, 0.0]], dtype=np.float32)
+    item_factors = np.zeros((4, 2), dtype=np.float32)
+    recent = np.array([[9.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]], dtype=np.float32)  # item 0 fits best
+    popular = np.array([3, 2, 1, 0])  # ... but is the least popular lately
+    args = (np.array([0]), sp.csr_matrix((1, 4)), user_factors, item_factors, recent, popular, np.array([True]))
+    pooled = make_candidates(*args, n_als=1, n_recent=2, n_popular=1, recent_pool=3)
+    assert pooled.dropna(subset=["recent_rank"]).sort_values("recent_rank")["item_idx"].tolist() == [3, 2]
+    everything = make_candidates(*args, n_als=1, n_recent=2, n_popular=1, recent_pool=0)
+    assert everything.dropna(subset=["recent_rank"]).sort_values("recent_rank")["item_idx"].tolist() == [0, 3]

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.cold_split import fill_top_k, recommend_domain, segment_users
+from stages.cold_split import best_rows, fill_top_k, recommend_domain, segment_users
 
 
 def test_segments():
@@ -42,3 +42,24 @@ def test_cold_users_get_popular_even_from_the_final_model():
     assert final[final["user_idx"] == 1]["item_idx"].tolist() == [0, 1, 2, 3, 4]
     als = recs[recs["model"] == "als"]
     assert als[als["user_idx"] == 0]["item_idx"].tolist()[:2] == [4, 3]
+
+
+def test_best_rows_of_chunks_give_the_lists_of_the_whole_table():
+    rng = np.random.default_rng(0)
+    n = 600
+    table = pd.DataFrame({"user_idx": rng.integers(0, 6, n), "item_idx": np.arange(n) % 97,
+                          "domain": pd.Categorical(rng.choice(["smm", "zvuk"], n), categories=["smm", "zvuk"]),
+                          "als_rank": np.where(rng.random(n) < 0.3, np.nan, rng.permutation(n) + 1.0)})
+    table = table.drop_duplicates(["user_idx", "domain", "item_idx"]).reset_index(drop=True)
+    scores = rng.random(len(table))
+    whole = table.assign(score=scores)  # every row: the lists to match
+    halves = pd.concat([best_rows(table.iloc[:250], scores[:250], 3), best_rows(table.iloc[250:], scores[250:], 3)])
+    seen = sp.csr_matrix((6, 97))
+    users = np.arange(6)
+    for domain in ("smm", "zvuk"):
+        for order in ("score", "als_rank"):
+            lists = [fill_top_k(part[part["domain"] == domain].dropna(subset=[order])
+                                .assign(order=lambda f: -f[order] if order == "score" else f[order]),
+                                users, np.arange(97), seen, 3) for part in (whole, halves)]
+            assert lists[0].equals(lists[1])
+    assert len(halves) <= 2 * 12 * 2 * 3  # per half: k rows per (user, domain) by score and by ALS rank
