@@ -58,17 +58,39 @@ def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, see
     Returns:
         user_idx, rank (1..k), item_idx.
     """
-    head = popular[: k + 20]
     user, item, order = (ranked[c].to_numpy() for c in (USER_IDX, ITEM_IDX, "order"))
     keep = np.isin(user, users) & ~seen_pairs(seen, user, item)
-    fallback_user, fallback_item = np.repeat(users, len(head)), np.tile(head, len(users))
-    fallback_unseen = ~seen_pairs(seen, fallback_user, fallback_item)
-    # Ranked rows first, then the popular head; per user, the first k distinct items. Plain numpy sorts:
-    # pandas sort/drop_duplicates/groupby on millions of rows took minutes at full size.
-    user = np.r_[user[keep], fallback_user[fallback_unseen]].astype(np.int64)
-    item = np.r_[item[keep], fallback_item[fallback_unseen]].astype(np.int64)
-    order = np.r_[order[keep].astype(np.float64),
-                  np.tile(np.arange(len(head), dtype=np.float64) + 1e9, len(users))[fallback_unseen]]
+    user, item, order = user[keep].astype(np.int64), item[keep].astype(np.int64), order[keep].astype(np.float64)
+    lists_user, lists_item = [], []
+    todo, head_length = np.asarray(users, dtype=np.int64), k + 20
+    # A popular head of k + 20 fills almost every list; users who have seen most of it go round again with a
+    # head four times longer, until the list is full or the whole popularity order has been offered.
+    while len(todo):
+        mine = np.isin(user, todo)
+        u, i = _first_k_distinct(user[mine], item[mine], order[mine], todo, popular[:head_length], seen, k)
+        full = np.bincount(np.searchsorted(todo, u), minlength=len(todo)) >= k
+        done = full | (head_length >= len(popular))
+        finished = np.isin(u, todo[done])
+        lists_user.append(u[finished])
+        lists_item.append(i[finished])
+        todo, head_length = todo[~done], head_length * 4
+    user, item = np.concatenate(lists_user), np.concatenate(lists_item)
+    by_user = np.argsort(user, kind="stable")  # each user's items keep their order
+    user, item = user[by_user], item[by_user]
+    return pd.DataFrame({USER_IDX: user.astype(np.int32), "rank": (_position_in_run(user) + 1).astype(np.int8),
+                         ITEM_IDX: item.astype(np.int32)})
+
+
+def _first_k_distinct(user: np.ndarray, item: np.ndarray, order: np.ndarray, users: np.ndarray, head: np.ndarray,
+                      seen: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per user of `users` (sorted): the ranked rows by order, then the unseen items of `head`; the first k
+    distinct items, as (user, item) arrays sorted by user, list order within a user. Plain numpy sorts:
+    pandas sort/drop_duplicates/groupby on millions of rows took minutes at full size."""
+    fallback_user, fallback_item = np.repeat(users, len(head)), np.tile(head, len(users)).astype(np.int64)
+    unseen = ~seen_pairs(seen, fallback_user, fallback_item)
+    user = np.r_[user, fallback_user[unseen]]
+    item = np.r_[item, fallback_item[unseen]]
+    order = np.r_[order, np.tile(np.arange(len(head), dtype=np.float64) + 1e9, len(users))[unseen]]
     by_order = np.lexsort((order, user))
     user, item = user[by_order], item[by_order]
     _, first = np.unique(user * seen.shape[1] + item, return_index=True)  # first place of each (user, item)
@@ -76,21 +98,7 @@ def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, see
     distinct[first] = True
     user, item = user[distinct], item[distinct]
     in_list = _position_in_run(user) < k
-    user, item = user[in_list], item[in_list]
-    counts = pd.Series(np.bincount(np.searchsorted(users, user), minlength=len(users)), index=users)
-    short = counts.index[counts.to_numpy() < k].to_numpy()
-    extra_user, extra_item = [user], [item]
-    for one_user in short:  # rare: the user has seen most of the popular head; walk the whole popularity order
-        have = set(item[user == one_user].tolist())
-        have.update(seen[one_user].indices.tolist())
-        add = [i for i in popular if i not in have][: k - int(counts.loc[one_user])]
-        extra_user.append(np.full(len(add), one_user, dtype=np.int64))
-        extra_item.append(np.array(add, dtype=np.int64))
-    user, item = np.concatenate(extra_user), np.concatenate(extra_item)
-    by_user = np.argsort(user, kind="stable")  # the walked items go after the user's others
-    user, item = user[by_user], item[by_user]
-    return pd.DataFrame({USER_IDX: user.astype(np.int32), "rank": (_position_in_run(user) + 1).astype(np.int8),
-                         ITEM_IDX: item.astype(np.int32)})
+    return user[in_list], item[in_list]
 
 
 def _position_in_run(sorted_values: np.ndarray) -> np.ndarray:

@@ -49,8 +49,14 @@ class _Users:
 
 
 def make_sample(*, scale: float, seed: int, taste_strength: float, n_tastes: int, share_both: float,
-                late_start_share: float, new_item_share: float) -> dict[str, pd.DataFrame]:
+                late_start_share: float, new_item_share: float, planted: dict | None = None
+                ) -> dict[str, pd.DataFrame]:
     """Generate the hackathon files.
+
+    Args:
+        planted: if given, filled with what was planted, for an oracle (benchmarks/oracle.py): "users" ->
+            (user ids, taste cluster of each), and per domain -> (item ids, cluster of each, item weight of
+            each day: days x items). Filling it draws no random numbers, so the files stay the same.
 
     Returns:
         {"train_smm": ..., "test_smm": ..., "targets_smm": ..., "train_zvuk": ..., ...}: train and test in the
@@ -62,12 +68,14 @@ def make_sample(*, scale: float, seed: int, taste_strength: float, n_tastes: int
     n_days = {d: (END_NS[d] - START_NS) / NS_PER_DAY for d in DOMAINS}
     users = _make_users(rng, max(60, round(FULL_USERS * scale)), n_tastes, share_both, late_start_share,
                         min(n_days.values()))
+    if planted is not None:
+        planted["users"] = (users.ids, users.taste)
     out: dict[str, pd.DataFrame] = {}
     for domain in DOMAINS:
         n_items = max(30, round(FULL_ITEMS[domain] * scale))
         rows_per_user = FULL_ROWS[domain] / FULL_DOMAIN_USERS[domain]
         train = _make_domain(rng, domain, users, n_items, rows_per_user, taste_strength, n_tastes,
-                             new_item_share, n_days[domain])
+                             new_item_share, n_days[domain], planted)
         out[f"train_{domain}"] = train
         domain_users = train[USER].unique()
         test_users = rng.choice(domain_users, size=max(1, round(TEST_USER_SHARE * len(domain_users))),
@@ -118,7 +126,8 @@ def _make_users(rng: np.random.Generator, n_users: int, n_tastes: int, share_bot
 
 
 def _make_domain(rng: np.random.Generator, domain: str, users: _Users, n_items: int, rows_per_user: float,
-                 taste_strength: float, n_tastes: int, new_item_share: float, n_days: float) -> pd.DataFrame:
+                 taste_strength: float, n_tastes: int, new_item_share: float, n_days: float,
+                 planted: dict | None = None) -> pd.DataFrame:
     # Items, stored sorted by taste cluster so that a cluster is a contiguous range of positions.
     cluster = np.sort(rng.integers(0, n_tastes, size=n_items))
     bounds = np.searchsorted(cluster, np.arange(n_tastes + 1))
@@ -143,6 +152,8 @@ def _make_domain(rng: np.random.Generator, domain: str, users: _Users, n_items: 
     age = days - release[None, :]
     trend = np.where(release < 0, 1.0, np.where(age < 0, 0.0, 1.0 + 8.0 * np.exp(-np.maximum(age, 0) / 10.0)))
     cum_by_day = np.cumsum(base[None, :] * trend, axis=1)
+    if planted is not None:
+        planted[domain] = (item_ids, cluster, base[None, :] * trend)
     del age, trend
 
     # Users in chunks: a (user, item) pair never spans two chunks, so each chunk is final on its own and

@@ -1,0 +1,115 @@
+"""Benchmark: how close the pipeline comes to the best possible lists on the synthetic sample (a planted-truth oracle).
+
+    dvc repro && python -m benchmarks.oracle
+
+The sample is generated from a known model (stages/sample.py): an event of a user is drawn from their taste
+cluster with probability `taste_strength`, else from the whole catalog, each item weighted by its popularity
+of that day (base popularity times the trend of new items). The oracle regenerates the sample with the same
+params, checks that it is the one in `data/sample`, and ranks each holdout user's unseen items by their
+expected number of draws over the holdout window under that model. No recommender can do much better on
+average, so the oracle's NDCG@10 is the ceiling that popular, ALS-only and final are judged against.
+Users and truth are those of `stages.evaluate`; the oracle scores dense users x items arrays, so it is meant
+for sample scales up to about 0.05.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from stages.candidates import target_users
+from stages.common import (DOMAINS, ITEM, ITEM_IDX, K, NS_PER_DAY, USER, USER_IDX, domain_matrix, load_params,
+                           section_params)
+from stages.evaluate import per_user_metrics, window_truth
+from stages.sample import START_NS, make_sample
+
+
+def oracle_scores(weights: np.ndarray, cluster: np.ndarray, days: np.ndarray, taste_strength: float,
+                  n_tastes: int) -> np.ndarray:
+    """Expected draws of each item over `days` for a user of each taste: tastes x items.
+
+    Args:
+        weights: days x items, the planted weight of each item on each day.
+        cluster: taste cluster of each item.
+        days: the day indices of the window.
+    """
+    window = weights[days]                                            # days x items
+    overall = (window / window.sum(axis=1, keepdims=True)).sum(axis=0)
+    scores = np.tile((1.0 - taste_strength) * overall, (n_tastes, 1))
+    for taste in range(n_tastes):
+        mine = cluster == taste
+        in_cluster = window[:, mine].sum(axis=1, keepdims=True)
+        share = np.divide(window[:, mine], in_cluster, out=np.zeros_like(window[:, mine]), where=in_cluster > 0)
+        scores[taste, mine] += taste_strength * share.sum(axis=0)
+    return scores
+
+
+def oracle_lists(scores: np.ndarray, user_taste: np.ndarray, seen: sp.csr_matrix, k: int = K) -> np.ndarray:
+    """Top-k unseen items per user (users x k item positions), by the score row of the user's taste."""
+    dense = scores[user_taste].copy()
+    rows, cols = seen.nonzero()
+    dense[rows, cols] = -np.inf
+    return np.argsort(-dense, axis=1, kind="stable")[:, :k]
+
+
+def main() -> None:
+    params = load_params()
+    sample_params = section_params(params, "sample")
+    candidate_params = section_params(params, "candidates")
+    planted: dict = {}
+    files = make_sample(**sample_params, planted=planted)
+    on_disk = pd.read_parquet(Path(params["data"]["raw_dir"]) / "train_smm.parquet")
+    if params["data"]["raw_dir"] != "data/sample" or not on_disk.equals(files["train_smm"]):
+        raise SystemExit("benchmarks.oracle: data/sample is not the sample of params.yaml (run `dvc repro` first)")
+    windows = json.loads(Path("data/prepared/smm/windows.json").read_text())
+    users = pd.read_parquet("data/merged/users.parquet")
+    items = pd.read_parquet("data/merged/items.parquet")
+    interactions = pd.read_parquet("data/merged/interactions.parquet")
+    seen = sp.load_npz("data/merged/matrix_holdout.npz").tocsr()
+    recs = pd.read_parquet("data/recs/holdout.parquet")
+    user_ids, tastes = planted["users"]
+    taste_of = pd.Series(tastes, index=user_ids)
+    rows = []
+    for domain in DOMAINS:
+        item_ids, cluster, weights = planted[domain]
+        first = int((windows["holdout_start"] - START_NS) // NS_PER_DAY)
+        last = int((windows["end"] - START_NS) // NS_PER_DAY)
+        days = np.arange(first, min(last, weights.shape[0] - 1) + 1)
+        scores = oracle_scores(weights, cluster, days, sample_params["taste_strength"], sample_params["n_tastes"])
+        truth = window_truth(interactions, seen, items, domain)
+        drawn = target_users("holdout", domain, interactions, np.array([], np.int32),
+                             max_users=candidate_params["max_labelled_users"], seed=candidate_params["seed"])
+        truth = truth[np.isin(truth[USER_IDX].to_numpy(), drawn)]
+        truth_users = np.unique(truth[USER_IDX].to_numpy())
+        # The model's item positions in the pipeline's item_idx order, and each truth user's taste.
+        domain_items = items[items["domain"] == domain].sort_values(ITEM_IDX)
+        position = pd.Series(np.arange(len(item_ids)), index=item_ids).reindex(domain_items[ITEM].to_numpy())
+        known = position.notna().to_numpy()
+        item_scores = np.full((scores.shape[0], len(domain_items)), -np.inf)
+        item_scores[:, known] = scores[:, position.to_numpy()[known].astype(np.int64)]
+        user_taste = taste_of.reindex(users.set_index(USER_IDX).loc[truth_users, USER].to_numpy()).to_numpy()
+        top = oracle_lists(item_scores, user_taste.astype(np.int64), domain_matrix(seen, items, domain)[truth_users])
+        lists = pd.DataFrame({USER_IDX: np.repeat(truth_users, K), "rank": np.tile(np.arange(1, K + 1), len(truth_users)),
+                              ITEM_IDX: top.ravel()})
+        row = {"domain": domain, "truth users": len(truth_users),
+               "oracle": float(per_user_metrics(lists, truth)["ndcg"].mean())}
+        for model in ("popular", "als", "final"):
+            mine = recs[(recs["model"] == model) & (recs["domain"] == domain)]
+            row[model] = float(per_user_metrics(mine, truth)["ndcg"].mean())
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("domain")
+    score = np.sqrt(table.loc["smm"] * table.loc["zvuk"])
+    score["truth users"] = table["truth users"].sum()
+    table.loc["score (geometric mean)"] = score
+    print(f"Holdout NDCG@10 on the sample ({', '.join(f'{k}={v}' for k, v in sample_params.items())})\n")
+    print(table[["truth users", "popular", "als", "final", "oracle"]].to_markdown(floatfmt=".4f"))
+    best = max(score["popular"], score["als"])
+    print(f"\nfinal / best baseline {score['final'] / best:.3f}; oracle / best baseline {score['oracle'] / best:.3f}; "
+          f"final / oracle {score['final'] / score['oracle']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
