@@ -7,7 +7,8 @@ Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_rank, rec
      lengths), recent_affinity.
 
 Sources (their union; a candidate from several carries each rank):
-- ALS: the `n_als` items of the domain with the highest user x item score. Every user with history in either
+- ALS: the `n_als` items of the domain with the highest user x item score, among its `als_pool` most
+  recently popular items. Every user with history in either
   domain has a taste vector, so a user new to this domain gets candidates too: the cross-domain point.
 - recent: the `n_recent` items that users with a taste like this user's took in the last `popular_days`
   (see recent_taste), among the `recent_pool` most recently popular items.
@@ -118,6 +119,18 @@ def recent_taste(events: pd.DataFrame, user_factors: np.ndarray, *, cutoff: int,
     return np.asarray(taken @ user_factors, dtype=np.float32)
 
 
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def mean_vector(vectors: np.ndarray) -> np.ndarray:
+    """The mean of the non-zero rows (zero rows are users or items without events)."""
+    alive = np.abs(vectors).sum(axis=1) > 0
+    return vectors[alive].mean(axis=0) if alive.any() else np.zeros(vectors.shape[1], vectors.dtype)
+
+
 def _pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user, item, rank from 1) of a users x n table of items, padding (-1) dropped."""
     n = items.shape[1]
@@ -140,7 +153,8 @@ def _row_dots(left: np.ndarray, right: np.ndarray, rows_left: np.ndarray, rows_r
 
 def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
                     item_recent_taste: np.ndarray, popular: np.ndarray, has_history: np.ndarray, *, n_als: int,
-                    n_recent: int, n_popular: int, recent_pool: int = 0) -> pd.DataFrame:
+                    n_recent: int, n_popular: int, recent_pool: int = 0, als_pool: int = 0,
+                    user_mean: np.ndarray | float = 0.0, item_mean: np.ndarray | float = 0.0) -> pd.DataFrame:
     """Candidates of one domain for the given users.
 
     Args:
@@ -153,6 +167,9 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
         recent_pool: the recent source scores only this many of the most recently popular items (0 = all):
             what many similar users took lately is near the top of recent popularity anyway, and at full
             size scoring every item twice (ALS and recent) doubled the stage's time.
+        als_pool: likewise for the ALS source (0 = all). Scoring every user against every item grows with
+            the square of the data; a fixed pool keeps the stage's cost linear in the number of users.
+        user_mean, item_mean: the mean user and item vectors, removed for als_centered_cosine.
 
     Returns:
         user_idx, item_idx, als_rank, recent_rank, pop_rank, als_score, als_user_norm, als_item_norm,
@@ -161,7 +178,10 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     alive = np.zeros(item_factors.shape[0], dtype=bool)
     alive[popular] = True
     als_users = users[has_history[users]]
-    als_items, _ = top_n_items(user_factors[als_users], item_factors, seen[als_users], n_als, allowed=alive)
+    als_pool_items = popular[:als_pool] if als_pool > 0 else np.flatnonzero(alive)
+    als_items, _ = top_n_items(user_factors[als_users], item_factors[als_pool_items],
+                               seen[als_users][:, als_pool_items], n_als)
+    als_items = np.where(als_items >= 0, als_pool_items[np.maximum(als_items, 0)], -1)
     sources = {"als_rank": _pairs(als_users, als_items)}
     pool = popular[:recent_pool] if recent_pool > 0 else np.flatnonzero(alive)
     recent_items, _ = top_n_items(user_factors[als_users], item_recent_taste[pool], seen[als_users][:, pool],
@@ -198,6 +218,10 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     cands["als_user_norm"] = np.linalg.norm(user_factors, axis=1)[u].astype(np.float32)
     cands["als_item_norm"] = np.linalg.norm(item_factors, axis=1)[i].astype(np.float32)
     cands["recent_affinity"] = _row_dots(user_factors, item_recent_taste, u, i)
+    # Taste match without the direction every vector shares: ALS vectors of all users and items have a common
+    # (popularity) component, and with it removed the cosine tells a user's taste cluster apart better.
+    cands["als_centered_cosine"] = _row_dots(_unit_rows(user_factors - user_mean), _unit_rows(item_factors - item_mean),
+                                             u, i)
     return cands
 
 
@@ -236,6 +260,7 @@ def main(argv: list[str]) -> None:
     user_factors = np.load(f"models/als/{args.fold}/user_factors.npy")
     item_factors = np.load(f"models/als/{args.fold}/item_factors.npy")
     has_history = np.diff(matrix.indptr) > 0
+    user_mean, item_mean = mean_vector(user_factors), mean_vector(item_factors)
     parts = []
     for domain in DOMAINS:
         cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
@@ -247,8 +272,9 @@ def main(argv: list[str]) -> None:
         recent = recent_taste(domain_events, user_factors, cutoff=cutoff, days=params["popular_days"],
                               n_items=len(cols))
         cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,
+                                user_mean=user_mean, item_mean=item_mean,
                                 n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"],
-                                recent_pool=params["recent_pool"])
+                                recent_pool=params["recent_pool"], als_pool=params["als_pool"])
         del seen, recent, domain_events
         cands.insert(1, DOMAIN, constant_category(domain, len(cands), DOMAINS))
         log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,

@@ -10,8 +10,9 @@ are never recommended; a list the ranker cannot fill to 10 is completed from pop
 Segments, per (user, domain): cold; cross (not cold, no history in this domain, history in the other: the
 cross-domain case); warm (not cold, history in this domain).
 
-Three models are written so that every run shows what the ranker adds:
+Three models are written for the holdout fold, so that every run shows what the ranker adds:
     popular: recent top-popular;  als: ALS order (popular for users with no history);  final: the product.
+The final fold, which only feeds the submission, writes `final` alone.
 """
 from __future__ import annotations
 
@@ -109,13 +110,15 @@ def _position_in_run(sorted_values: np.ndarray) -> np.ndarray:
     return np.arange(len(sorted_values)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_values)]))
 
 
-def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int) -> pd.DataFrame:
+def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int, models: tuple[str, ...] = MODELS) -> pd.DataFrame:
     """The rows of a features chunk that can still make a top-k list: per (user, domain), the k best by
-    ranker score and the k best by ALS rank. Taking them chunk by chunk and choosing again over the union
-    gives the same lists as choosing over the whole table, which at full size (40M rows) does not fit."""
+    ranker score and (when `models` has "als") the k best by ALS rank. Taking them chunk by chunk and choosing
+    again over the union gives the same lists as choosing over the whole table, which at full size (40M rows)
+    does not fit."""
     group = chunk[USER_IDX].to_numpy().astype(np.int64) * 2 + chunk[DOMAIN].cat.codes.to_numpy()
     keep = np.zeros(len(chunk), dtype=bool)
-    for order in (-scores, chunk["als_rank"].fillna(np.inf).to_numpy()):
+    orders = [-scores] + ([chunk["als_rank"].fillna(np.inf).to_numpy()] if "als" in models else [])
+    for order in orders:
         ranked = np.lexsort((order, group))
         keep[ranked[_position_in_run(group[ranked]) < k]] = True
     out = chunk.loc[keep, [USER_IDX, DOMAIN, ITEM_IDX, "als_rank"]]
@@ -123,8 +126,9 @@ def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int) -> pd.DataFrame:
 
 
 def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: np.ndarray, segments: np.ndarray,
-                     popular: np.ndarray, seen: sp.csr_matrix, has_history: np.ndarray) -> pd.DataFrame:
-    """Lists of the three models for one domain: user_idx, segment, model, rank, item_idx."""
+                     popular: np.ndarray, seen: sp.csr_matrix, has_history: np.ndarray,
+                     models: tuple[str, ...] = MODELS) -> pd.DataFrame:
+    """Lists of the given models (default all three) for one domain: user_idx, segment, model, rank, item_idx."""
     segment_of = pd.Series(segments, index=users)
     empty = pd.DataFrame({USER_IDX: np.array([], np.int32), ITEM_IDX: np.array([], np.int32),
                           "order": np.array([], np.float64)})
@@ -134,7 +138,7 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
     warm_rows = warm_rows[segment_of.reindex(warm_rows[USER_IDX].to_numpy()).to_numpy() != "cold"]
     ranked = {"popular": empty, "als": als[has_history[als[USER_IDX].to_numpy()]], "final": warm_rows}
     parts = []
-    for model in MODELS:
+    for model in models:
         lists = fill_top_k(ranked[model], users, popular, seen, K)
         lists.insert(1, "segment", pd.Categorical(segment_of.reindex(lists[USER_IDX].to_numpy()).to_numpy(),
                                                   categories=list(SEGMENTS)))
@@ -158,6 +162,7 @@ def main(argv: list[str]) -> None:
     interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, WINDOW])
     matrix = sp.load_npz(f"data/merged/matrix_{args.fold}.npz").tocsr()
     booster, meta = load_ranker(Path("models/ranker") / args.fold)
+    models = MODELS if args.fold == "holdout" else ("final",)  # the submission needs the product alone
     # Scored a row group at a time, keeping only rows that can make a list: memory stays at one chunk.
     features_file = pq.ParquetFile(f"data/features/{args.fold}.parquet")
     columns = list(dict.fromkeys([USER_IDX, DOMAIN, ITEM_IDX, "als_rank", "als_score", *meta["features"]]))
@@ -165,7 +170,7 @@ def main(argv: list[str]) -> None:
     for group in progress(range(features_file.num_row_groups), desc="scoring", unit="row group"):
         chunk = features_file.read_row_group(group, columns=columns).to_pandas()
         chunk[DOMAIN] = pd.Categorical(chunk[DOMAIN], categories=list(DOMAINS))
-        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K))
+        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models))
         del chunk
     features = pd.concat(kept, ignore_index=True)
     scores = features.pop("score").to_numpy()
@@ -181,7 +186,7 @@ def main(argv: list[str]) -> None:
                                 days=candidate_params["popular_days"], n_items=seen.shape[1])
         in_domain = (features[DOMAIN] == domain).to_numpy()
         recs = recommend_domain(features[in_domain], scores[in_domain], users, segments, popular, seen,
-                                counts_total > 0)
+                                counts_total > 0, models)
         recs.insert(1, DOMAIN, constant_category(domain, len(recs), DOMAINS))
         short = int((recs[recs["model"] == "final"].groupby(USER_IDX).size() < K).sum())
         log.info("cold-split %s %s: %d users (%s), ranker %s%s", args.fold, domain, len(users),

@@ -143,6 +143,7 @@ PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "candidates.n_popular": (1, None, True, False),
     "candidates.popular_days": (0.0, None, False, True),
     "candidates.recent_pool": (0, None, True, False),
+    "candidates.als_pool": (0, None, True, False),
     "candidates.max_labelled_users": (0, None, True, False),
     "candidates.seed": (0, None, True, False),
     "ranker.n_estimators": (1, None, True, False),

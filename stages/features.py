@@ -30,7 +30,7 @@ FEATURES = [
     "domain_code",
     # candidate sources
     "als_score", "als_rank", "recent_rank", "pop_rank", "als_score_gap", "als_user_norm", "als_item_norm",
-    "als_cosine", "recent_affinity", "recent_affinity_share",
+    "als_cosine", "recent_affinity", "recent_affinity_share", "als_centered_cosine",
     # item, in its domain, before the cut-off
     "item_share_1d", "item_share_3d", "item_share_7d", "item_share_30d", "item_share_all", "item_trend",
     "item_age_days", "item_idle_days",

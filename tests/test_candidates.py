@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -80,3 +81,21 @@ def test_recent_source_only_proposes_items_of_the_recent_pool():
     assert pooled.dropna(subset=["recent_rank"]).sort_values("recent_rank")["item_idx"].tolist() == [3, 2]
     everything = make_candidates(*args, n_als=1, n_recent=2, n_popular=1, recent_pool=0)
     assert everything.dropna(subset=["recent_rank"]).sort_values("recent_rank")["item_idx"].tolist() == [0, 3]
+
+
+def test_als_source_only_proposes_items_of_the_als_pool_and_centered_cosine_drops_the_shared_direction():
+    user_factors = np.array([[1.0, 1.0]], dtype=np.float32)
+    item_factors = np.array([[9.0, 1.0], [1.0, 2.0], [2.0, 1.0], [1.0, 3.0]], dtype=np.float32)  # 0 fits best
+    popular = np.array([3, 2, 1, 0])  # ... but is the least popular lately
+    args = (np.array([0]), sp.csr_matrix((1, 4)), user_factors, item_factors, np.zeros((4, 2), np.float32),
+            popular, np.array([True]))
+    pooled = make_candidates(*args, n_als=2, n_recent=0, n_popular=1, als_pool=3)
+    assert pooled.dropna(subset=["als_rank"]).sort_values("als_rank")["item_idx"].tolist() == [3, 2]
+    everything = make_candidates(*args, n_als=2, n_recent=0, n_popular=1, als_pool=0)
+    assert everything.dropna(subset=["als_rank"]).sort_values("als_rank")["item_idx"].tolist() == [0, 3]
+    # With no means removed it is the plain cosine of (1, 1) and (1, 3); with the mean item (1, 1) removed,
+    # item 3 becomes (0, 2), at 45 degrees from the user.
+    plain = make_candidates(*args, n_als=4, n_recent=0, n_popular=1).set_index("item_idx")
+    assert plain.loc[3, "als_centered_cosine"] == pytest.approx(4 / np.sqrt(2) / np.sqrt(10), rel=1e-5)
+    centered = make_candidates(*args, n_als=4, n_recent=0, n_popular=1, item_mean=np.array([1.0, 1.0], np.float32))
+    assert centered.set_index("item_idx").loc[3, "als_centered_cosine"] == pytest.approx(1 / np.sqrt(2), rel=1e-5)

@@ -63,3 +63,10 @@ def test_best_rows_of_chunks_give_the_lists_of_the_whole_table():
                                 users, np.arange(97), seen, 3) for part in (whole, halves)]
             assert lists[0].equals(lists[1])
     assert len(halves) <= 2 * 12 * 2 * 3  # per half: k rows per (user, domain) by score and by ALS rank
+
+
+def test_final_fold_writes_the_final_model_alone():
+    features = pd.DataFrame({"user_idx": [0, 0], "item_idx": [3, 4], "als_rank": [2.0, 1.0]})
+    recs = recommend_domain(features, np.array([1.0, 0.0]), np.array([0]), np.array(["warm"]), np.arange(5),
+                            sp.csr_matrix((1, 5)), np.array([True]), models=("final",))
+    assert set(recs["model"].astype(str)) == {"final"} and recs["item_idx"].tolist()[:2] == [3, 4]

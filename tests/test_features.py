@@ -23,7 +23,8 @@ def _candidates():
                           "als_score": np.float32([0.5, 0.2, 0.1]), "als_rank": [1.0, 2.0, np.nan],
                           "pop_rank": [np.nan, 1.0, 2.0], "als_user_norm": np.float32([1.0, 1.0, 0.5]),
                           "als_item_norm": np.float32([0.3, 0.2, 0.1]), "recent_rank": [np.nan, np.nan, 1.0],
-                          "recent_affinity": np.float32([0.0, 0.0, 0.4])})
+                          "recent_affinity": np.float32([0.0, 0.0, 0.4]),
+                          "als_centered_cosine": np.float32([0.9, -0.1, 0.2])})
     frame["domain"] = pd.Categorical(frame["domain"], categories=["smm", "zvuk"])
     return frame
 
