@@ -96,8 +96,10 @@ def report(results: dict[float, dict], rerun: dict, scoring: tuple[str, dict], c
     scales = sorted(results)
     stages = list(results[scales[-1]]["stages"])
     head = "| stage | " + " | ".join(f"{s:g}: s | {s:g}: GB" for s in scales) + " |"
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
     lines = ["# Benchmark results", "",
-             f"`{command}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "
+             f"`{command}` at commit {commit}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "
              f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB; "
              "written by the command, do not edit.", "",
              "## The pipeline at each scale (fresh `dvc repro` from nothing)", "",
