@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.candidates import target_users
 from stages.common import (DOMAINS, ITEM, ITEM_IDX, K, NS_PER_DAY, USER, USER_IDX, domain_matrix, load_params,
                            section_params)
-from stages.evaluate import per_user_metrics, window_truth
+from stages.evaluate import per_user_metrics, scored_truth
 from stages.sample import START_NS, make_sample
 
 
@@ -79,10 +78,8 @@ def main() -> None:
         last = int((windows["end"] - START_NS) // NS_PER_DAY)
         days = np.arange(first, min(last, weights.shape[0] - 1) + 1)
         scores = oracle_scores(weights, cluster, days, sample_params["taste_strength"], sample_params["n_tastes"])
-        truth = window_truth(interactions, seen, items, domain)
-        drawn = target_users("holdout", domain, interactions, np.array([], np.int32),
+        truth = scored_truth(interactions, seen, items, domain, "holdout",
                              max_users=candidate_params["max_labelled_users"], seed=candidate_params["seed"])
-        truth = truth[np.isin(truth[USER_IDX].to_numpy(), drawn)]
         truth_users = np.unique(truth[USER_IDX].to_numpy())
         # The model's item positions in the pipeline's item_idx order, and each truth user's taste.
         domain_items = items[items["domain"] == domain].sort_values(ITEM_IDX)

@@ -131,6 +131,13 @@ def mean_vector(vectors: np.ndarray) -> np.ndarray:
     return vectors[alive].mean(axis=0) if alive.any() else np.zeros(vectors.shape[1], vectors.dtype)
 
 
+def _top_n_in_pool(user_vectors: np.ndarray, item_vectors: np.ndarray, seen: sp.csr_matrix, n: int,
+                   pool: np.ndarray) -> np.ndarray:
+    """top_n_items over the items of `pool` only; item indices of the whole domain, -1 for empty slots."""
+    items, _ = top_n_items(user_vectors, item_vectors[pool], seen[:, pool], n)
+    return np.where(items >= 0, pool[np.maximum(items, 0)], -1)
+
+
 def _pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user, item, rank from 1) of a users x n table of items, padding (-1) dropped."""
     n = items.shape[1]
@@ -173,20 +180,14 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
 
     Returns:
         user_idx, item_idx, als_rank, recent_rank, pop_rank, als_score, als_user_norm, als_item_norm,
-        recent_affinity: one row per (user, candidate item).
+        recent_affinity, als_centered_cosine: one row per (user, candidate item).
     """
-    alive = np.zeros(item_factors.shape[0], dtype=bool)
-    alive[popular] = True
     als_users = users[has_history[users]]
-    als_pool_items = popular[:als_pool] if als_pool > 0 else np.flatnonzero(alive)
-    als_items, _ = top_n_items(user_factors[als_users], item_factors[als_pool_items],
-                               seen[als_users][:, als_pool_items], n_als)
-    als_items = np.where(als_items >= 0, als_pool_items[np.maximum(als_items, 0)], -1)
+    als_vectors, als_seen = user_factors[als_users], seen[als_users]
+    # `popular` holds every item with an event before the cut-off, most popular first: the pools are its heads.
+    als_items = _top_n_in_pool(als_vectors, item_factors, als_seen, n_als, popular[:als_pool or None])
     sources = {"als_rank": _pairs(als_users, als_items)}
-    pool = popular[:recent_pool] if recent_pool > 0 else np.flatnonzero(alive)
-    recent_items, _ = top_n_items(user_factors[als_users], item_recent_taste[pool], seen[als_users][:, pool],
-                                  n_recent)
-    recent_items = np.where(recent_items >= 0, pool[np.maximum(recent_items, 0)], -1)
+    recent_items = _top_n_in_pool(als_vectors, item_recent_taste, als_seen, n_recent, popular[:recent_pool or None])
     user, item, rank = _pairs(als_users, recent_items)
     taken = _row_dots(user_factors, item_recent_taste, user, item) > 0  # someone like the user took it
     sources["recent_rank"] = (user[taken], item[taken], rank[taken])

@@ -26,8 +26,8 @@ import scipy.sparse as sp
 
 from stages.candidates import target_users
 from stages.cold_split import MODELS, SEGMENTS
-from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, load_params,
-                           run_stage, section_params, write_json, write_text)
+from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix,
+                           fold_label_window, load_params, run_stage, section_params, write_json, write_text)
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -71,6 +71,14 @@ def window_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.Data
     domain_seen = domain_matrix(seen, items, domain)
     was_seen = np.asarray(domain_seen[truth[USER_IDX].to_numpy(), truth[ITEM_IDX].to_numpy()]).ravel() != 0
     return truth[~was_seen]
+
+
+def scored_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, domain: str, fold: str, *,
+                 max_users: int, seed: int) -> pd.DataFrame:
+    """window_truth of a labelled fold's window, kept to the users the fold drew (see target_users)."""
+    truth = window_truth(interactions, seen, items, domain, window=fold_label_window(fold))
+    users = target_users(fold, domain, interactions, np.array([], np.int32), max_users=max_users, seed=seed)
+    return truth[np.isin(truth[USER_IDX].to_numpy(), users)]
 
 
 def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame]) -> dict:
@@ -156,17 +164,10 @@ def main(argv: list[str]) -> None:
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_holdout.npz").tocsr()
     params = section_params(load_params(), "candidates")
-    no_targets = np.array([], np.int32)
-
-    def drawn(truth: pd.DataFrame, fold: str, domain: str) -> pd.DataFrame:
-        users = target_users(fold, domain, interactions, no_targets, max_users=params["max_labelled_users"],
-                             seed=params["seed"])
-        return truth[np.isin(truth[USER_IDX].to_numpy(), users)]
-
-    truth = {d: drawn(window_truth(interactions, seen, items, d), "holdout", d) for d in DOMAINS}
+    draw = {"max_users": params["max_labelled_users"], "seed": params["seed"]}
+    truth = {d: scored_truth(interactions, seen, items, d, "holdout", **draw) for d in DOMAINS}
     seen_train = sp.load_npz("data/merged/matrix_train.npz").tocsr()
-    truth_train = {d: drawn(window_truth(interactions, seen_train, items, d, window="label"), "train", d)
-                   for d in DOMAINS}
+    truth_train = {d: scored_truth(interactions, seen_train, items, d, "train", **draw) for d in DOMAINS}
     validation = validation_metrics(pd.read_parquet("data/features/train.parquet",
                                                     columns=[USER_IDX, DOMAIN, ITEM_IDX, *SOURCES.values()]),
                                     truth_train)

@@ -162,8 +162,7 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables) -> pd.DataFra
                                       ("user_rating_domain", "rating", code, np.nan),
                                       ("user_mainstream", "mainstream", code, np.nan)):
         flat = users[table].ravel()  # (user, domain) -> user * n_domains + domain
-        out[name] = _take(flat, user * len(DOMAINS) + column, fill) if len(flat) else np.full(len(out), fill,
-                                                                                             np.float32)
+        out[name] = _take(flat, user * len(DOMAINS) + column, fill)
     out["user_count_7d"] = _take(users["user_count_7d"], user, 0.0)
     out["user_idle_days"] = _take(users["user_idle_days"], user, np.nan)
     out["domain_code"] = code.astype(np.float32)

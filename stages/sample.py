@@ -151,10 +151,11 @@ def _make_domain(rng: np.random.Generator, domain: str, users: _Users, n_items: 
     days = np.arange(int(n_days) + 1)[:, None]
     age = days - release[None, :]
     trend = np.where(release < 0, 1.0, np.where(age < 0, 0.0, 1.0 + 8.0 * np.exp(-np.maximum(age, 0) / 10.0)))
-    cum_by_day = np.cumsum(base[None, :] * trend, axis=1)
+    weights = base[None, :] * trend
+    cum_by_day = np.cumsum(weights, axis=1)
     if planted is not None:
-        planted[domain] = (item_ids, cluster, base[None, :] * trend)
-    del age, trend
+        planted[domain] = (item_ids, cluster, weights)
+    del age, trend, weights
 
     # Users in chunks: a (user, item) pair never spans two chunks, so each chunk is final on its own and
     # memory stays bounded at full scale.

@@ -89,13 +89,13 @@ def main(argv: list[str]) -> None:
     users = pd.read_parquet("data/merged/users.parquet")
     items = pd.read_parquet("data/merged/items.parquet")
     matrix = sp.load_npz("data/merged/matrix_final.npz").tocsr()
+    user_ids, user_idx = users[USER].to_numpy(), users[USER_IDX].to_numpy()
+    by_user = np.argsort(user_ids)  # external user id -> user_idx by a sorted search, for both domains
     for domain in DOMAINS:
         domain_items = items[items[DOMAIN] == domain]
         targets = pd.read_parquet(f"data/prepared/{domain}/targets.parquet")[USER].to_numpy()
         submission = make_submission(recs[recs[DOMAIN] == domain], users, domain_items, targets)
         domain_seen = domain_matrix(matrix, items, domain)
-        user_ids, user_idx = users[USER].to_numpy(), users[USER_IDX].to_numpy()
-        by_user = np.argsort(user_ids)
         item_ids = domain_items.sort_values(ITEM_IDX)[ITEM].to_numpy()
         by_item = np.argsort(item_ids)
 
