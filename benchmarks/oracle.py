@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from stages.common import (DOMAINS, ITEM, ITEM_IDX, K, NS_PER_DAY, USER, USER_IDX, domain_matrix, load_params,
                            section_params)
+from stages.candidates import read_fold_users
 from stages.evaluate import per_user_metrics, scored_truth
 from stages.sample import START_NS, make_sample
 
@@ -57,7 +58,6 @@ def oracle_lists(scores: np.ndarray, user_taste: np.ndarray, seen: sp.csr_matrix
 def main() -> None:
     params = load_params()
     sample_params = section_params(params, "sample")
-    candidate_params = section_params(params, "candidates")
     planted: dict = {}
     files = make_sample(**sample_params, planted=planted)
     on_disk = pd.read_parquet(Path(params["data"]["raw_dir"]) / "train_smm.parquet")
@@ -79,7 +79,7 @@ def main() -> None:
         days = np.arange(first, min(last, weights.shape[0] - 1) + 1)
         scores = oracle_scores(weights, cluster, days, sample_params["taste_strength"], sample_params["n_tastes"])
         truth = scored_truth(interactions, seen, items, domain, "holdout",
-                             max_users=candidate_params["max_labelled_users"], seed=candidate_params["seed"])
+                             read_fold_users("data/candidates", "holdout", domain))
         truth_users = np.unique(truth[USER_IDX].to_numpy())
         # The model's item positions in the pipeline's item_idx order, and each truth user's taste.
         domain_items = items[items["domain"] == domain].sort_values(ITEM_IDX)

@@ -5,6 +5,9 @@ In:  `data/merged/{users,items,interactions}.parquet`, `data/merged/matrix_<fold
 Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_rank, recent_rank, pop_rank (ranks from
      1; missing when the item did not come from that source), als_score, als_user_norm, als_item_norm (factor
      lengths), recent_affinity.
+     `data/candidates/<fold>_users.parquet` (domain, user_idx): the users the fold serves, with or without
+     candidates; `data/candidates/<fold>_popular.parquet` (domain, rank, item_idx): the domain's recent
+     popularity order. Later stages read these two small tables instead of the whole interactions table.
 
 Sources (their union; a candidate from several carries each rank):
 - ALS: the `n_als` items of the domain with the highest user x item score, among its `als_pool` most
@@ -245,6 +248,28 @@ def target_users(fold: str, domain: str, interactions: pd.DataFrame, targets: np
     return users
 
 
+def read_fold_users(directory: str | Path, fold: str, domain: str) -> np.ndarray:
+    """user_idx of the users the fold serves in the domain (this stage's `<fold>_users.parquet`), sorted."""
+    frame = pd.read_parquet(Path(directory) / f"{fold}_users.parquet")
+    return frame.loc[frame[DOMAIN] == domain, USER_IDX].to_numpy()
+
+
+def read_popular(directory: str | Path, fold: str, domain: str) -> np.ndarray:
+    """The domain's item_idx by recent popularity at the fold's cut-off (this stage's `<fold>_popular.parquet`)."""
+    frame = pd.read_parquet(Path(directory) / f"{fold}_popular.parquet")
+    return frame.loc[frame[DOMAIN] == domain].sort_values("rank")[ITEM_IDX].to_numpy()
+
+
+def _by_domain(arrays: dict[str, np.ndarray], column: str, *, with_rank: bool = False) -> pd.DataFrame:
+    """One long table of per-domain arrays: domain, [rank from 1,] column."""
+    frame = pd.DataFrame({DOMAIN: pd.Categorical(np.repeat(list(arrays), [len(a) for a in arrays.values()]),
+                                                 categories=list(DOMAINS)),
+                          column: np.concatenate(list(arrays.values())).astype(np.int32)})
+    if with_rank:
+        frame.insert(1, "rank", np.concatenate([np.arange(1, len(a) + 1) for a in arrays.values()]).astype(np.int32))
+    return frame
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fold", choices=FOLDS)
@@ -262,7 +287,7 @@ def main(argv: list[str]) -> None:
     item_factors = np.load(f"models/als/{args.fold}/item_factors.npy")
     has_history = np.diff(matrix.indptr) > 0
     user_mean, item_mean = mean_vector(user_factors), mean_vector(item_factors)
-    parts = []
+    parts, fold_users, fold_popular = [], {}, {}
     for domain in DOMAINS:
         cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
         domain_events = interactions[interactions[DOMAIN] == domain]
@@ -281,7 +306,11 @@ def main(argv: list[str]) -> None:
         log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,
                  domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))
         parts.append(cands)
-    write_parquet(pd.concat(parts, ignore_index=True), Path(args.out) / f"{args.fold}.parquet")
+        fold_users[domain], fold_popular[domain] = users, popular
+    out = Path(args.out)
+    write_parquet(pd.concat(parts, ignore_index=True), out / f"{args.fold}.parquet")
+    write_parquet(_by_domain(fold_users, USER_IDX), out / f"{args.fold}_users.parquet")
+    write_parquet(_by_domain(fold_popular, ITEM_IDX, with_rank=True), out / f"{args.fold}_popular.parquet")
 
 
 if __name__ == "__main__":

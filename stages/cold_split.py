@@ -1,6 +1,7 @@
 """Stage `cold-split` (folds holdout and final): the final top-10 of every user, warm by ranker, cold by popularity.
 
-In:  `data/features/<fold>.parquet`, `models/ranker/<fold>/`, `data/merged/*`, `data/prepared/*/targets.parquet`.
+In:  `data/features/<fold>.parquet`, `models/ranker/<fold>/`, `data/candidates/<fold>_{users,popular}.parquet`,
+     `data/merged/{items.parquet,matrix_<fold>.npz}`.
 Out: `data/recs/<fold>.parquet`, long format: user_idx, domain, segment, model, rank (1..10), item_idx.
 
 A user is cold when they have fewer than `cold.min_interactions` events over both domains before the cut-off;
@@ -25,10 +26,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from stages.candidates import popular_items, target_users
-from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, TS, USER_IDX, WINDOW, constant_category, domain_matrix,
-                           fold_cutoff, load_params, progress, read_json, read_target_idx, run_stage, section_params,
-                           seen_pairs, write_parquet)
+from stages.candidates import read_fold_users, read_popular
+from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, constant_category, domain_matrix, load_params,
+                           progress, run_stage, section_params, seen_pairs, write_parquet)
 from stages.ranker_fit import load_ranker, score_candidates
 
 log = logging.getLogger("pipeline.cold_split")
@@ -150,16 +150,11 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fold", choices=("holdout", "final"))
+    parser.add_argument("--candidates", default="data/candidates")
     parser.add_argument("--out", default="data/recs")
     args = parser.parse_args(argv)
-    params = load_params()
-    min_interactions = section_params(params, "cold")["min_interactions"]
-    candidate_params = section_params(params, "candidates")
-    windows = read_json("data/prepared/smm/windows.json")
-    cutoff = fold_cutoff(windows, args.fold)
-    users_map = pd.read_parquet("data/merged/users.parquet")
+    min_interactions = section_params(load_params(), "cold")["min_interactions"]
     items = pd.read_parquet("data/merged/items.parquet")
-    interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, WINDOW])
     matrix = sp.load_npz(f"data/merged/matrix_{args.fold}.npz").tocsr()
     booster, meta = load_ranker(Path("models/ranker") / args.fold)
     models = MODELS if args.fold == "holdout" else ("final",)  # the submission needs the product alone
@@ -179,11 +174,9 @@ def main(argv: list[str]) -> None:
     for domain in DOMAINS:
         seen = domain_matrix(matrix, items, domain)
         counts_domain = np.diff(seen.indptr)
-        users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain),
-                             max_users=candidate_params["max_labelled_users"], seed=candidate_params["seed"])
+        users = read_fold_users(args.candidates, args.fold, domain)
         segments = segment_users(users, counts_domain, counts_total, min_interactions=min_interactions)
-        popular = popular_items(interactions[interactions[DOMAIN] == domain], cutoff=cutoff,
-                                days=candidate_params["popular_days"], n_items=seen.shape[1])
+        popular = read_popular(args.candidates, args.fold, domain)
         in_domain = (features[DOMAIN] == domain).to_numpy()
         recs = recommend_domain(features[in_domain], scores[in_domain], users, segments, popular, seen,
                                 counts_total > 0, models)

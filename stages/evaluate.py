@@ -1,7 +1,7 @@
 """Stage `evaluate`: how the holdout fold's lists did on the holdout window, for popular, ALS-only and final.
 
-In:  `data/recs/holdout.parquet`, `data/candidates/holdout.parquet`, `data/features/train.parquet`,
-     `data/merged/{interactions,items}.parquet`, `data/merged/matrix_{train,holdout}.npz`.
+In:  `data/recs/holdout.parquet`, `data/candidates/holdout.parquet`, `data/candidates/{train,holdout}_users.parquet`,
+     `data/features/train.parquet`, `data/merged/{interactions,items}.parquet`, `data/merged/matrix_{train,holdout}.npz`.
 Out: `metrics/holdout/{popular,als,final}.json` (per model: score = geometric mean of the domains' NDCG@10; per
      domain and segment: NDCG@10, HitRate@10, Recall@10; per domain: catalog coverage),
      `metrics/holdout/users.json` (truth users per domain and segment), `metrics/candidates.json` (candidate
@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.candidates import target_users
+from stages.candidates import read_fold_users
 from stages.cold_split import MODELS, SEGMENTS
-from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix,
-                           fold_label_window, load_params, run_stage, section_params, write_json, write_text)
+from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, fold_label_window,
+                           run_stage, seen_pairs, write_json, write_text)
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -63,22 +63,15 @@ def per_user_metrics(recs: pd.DataFrame, truth: pd.DataFrame, k: int = K) -> pd.
     return out
 
 
-def window_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, domain: str,
-                 window: str = "holdout") -> pd.DataFrame:
-    """user_idx, item_idx of the domain's events in `window` on items the user had not seen before it."""
-    truth = interactions.loc[(interactions[DOMAIN] == domain) & (interactions[WINDOW] == window),
-                             [USER_IDX, ITEM_IDX]].drop_duplicates()
-    domain_seen = domain_matrix(seen, items, domain)
-    was_seen = np.asarray(domain_seen[truth[USER_IDX].to_numpy(), truth[ITEM_IDX].to_numpy()]).ravel() != 0
+def scored_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, domain: str, window: str,
+                 users: np.ndarray) -> pd.DataFrame:
+    """user_idx, item_idx of the domain's events in `window` by `users` (the users a fold served), on items the
+    user had not seen before the window (`seen`: the fold's matrix)."""
+    events = interactions[(interactions[DOMAIN] == domain).to_numpy() & (interactions[WINDOW] == window).to_numpy()
+                          & np.isin(interactions[USER_IDX].to_numpy(), users)]
+    truth = events[[USER_IDX, ITEM_IDX]].drop_duplicates()
+    was_seen = seen_pairs(domain_matrix(seen, items, domain), truth[USER_IDX].to_numpy(), truth[ITEM_IDX].to_numpy())
     return truth[~was_seen]
-
-
-def scored_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, domain: str, fold: str, *,
-                 max_users: int, seed: int) -> pd.DataFrame:
-    """window_truth of a labelled fold's window, kept to the users the fold drew (see target_users)."""
-    truth = window_truth(interactions, seen, items, domain, window=fold_label_window(fold))
-    users = target_users(fold, domain, interactions, np.array([], np.int32), max_users=max_users, seed=seed)
-    return truth[np.isin(truth[USER_IDX].to_numpy(), users)]
 
 
 def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame]) -> dict:
@@ -156,24 +149,24 @@ def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.D
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", default="data/candidates")
     parser.add_argument("--out", default="metrics")
     args = parser.parse_args(argv)
     recs = pd.read_parquet("data/recs/holdout.parquet")
-    candidates = pd.read_parquet("data/candidates/holdout.parquet")
+    candidates = pd.read_parquet(Path(args.candidates) / "holdout.parquet")
     interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
     items = pd.read_parquet("data/merged/items.parquet")
-    seen = sp.load_npz("data/merged/matrix_holdout.npz").tocsr()
-    params = section_params(load_params(), "candidates")
-    draw = {"max_users": params["max_labelled_users"], "seed": params["seed"]}
-    truth = {d: scored_truth(interactions, seen, items, d, "holdout", **draw) for d in DOMAINS}
-    seen_train = sp.load_npz("data/merged/matrix_train.npz").tocsr()
-    truth_train = {d: scored_truth(interactions, seen_train, items, d, "train", **draw) for d in DOMAINS}
+    seen = {fold: sp.load_npz(f"data/merged/matrix_{fold}.npz").tocsr() for fold in ("train", "holdout")}
+    truth = {fold: {d: scored_truth(interactions, seen[fold], items, d, fold_label_window(fold),
+                                    read_fold_users(args.candidates, fold, d)) for d in DOMAINS}
+             for fold in seen}
+    del interactions
     validation = validation_metrics(pd.read_parquet("data/features/train.parquet",
                                                     columns=[USER_IDX, DOMAIN, ITEM_IDX, *SOURCES.values()]),
-                                    truth_train)
-    alive = np.bincount(seen.indices, minlength=seen.shape[1]) > 0
+                                    truth["train"])
+    alive = np.bincount(seen["holdout"].indices, minlength=seen["holdout"].shape[1]) > 0
     catalog = {d: int(alive[items.loc[items[DOMAIN] == d, COL].to_numpy()].sum()) for d in DOMAINS}
-    quality, users, cand_metrics, ndcg_table, recall_table = evaluate(recs, candidates, truth, catalog)
+    quality, users, cand_metrics, ndcg_table, recall_table = evaluate(recs, candidates, truth["holdout"], catalog)
     out = Path(args.out)
     for model in MODELS:  # one file per model: `dvc metrics show` then lines the models up as rows
         write_json(quality[model], out / "holdout" / f"{model}.json")

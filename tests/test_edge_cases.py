@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from stages.candidates import popular_items
+from stages.candidates import popular_items, read_popular
 from stages.common import fold_cutoff
 from tests.conftest import copy_project, run_dvc, set_param, smm_frame, zvuk_frame
 
@@ -73,8 +74,11 @@ def test_wide_ids_heavy_users_and_unknown_targets(tmp_path: Path):
     interactions = pd.read_parquet(project / "data" / "merged" / "interactions.parquet")
     cutoff = fold_cutoff(json.loads((project / "data" / "prepared" / "smm" / "windows.json").read_text()), "final")
     n_items = int((pd.read_parquet(project / "data" / "merged" / "items.parquet")["domain"] == "smm").sum())
-    popular = popular_items(interactions[interactions["domain"] == "smm"], cutoff=cutoff, days=7, n_items=n_items)
+    days = yaml.safe_load((project / "params.yaml").read_text())["candidates"]["popular_days"]
+    popular = popular_items(interactions[interactions["domain"] == "smm"], cutoff=cutoff, days=days, n_items=n_items)
     assert unknown.sort_values("rank")["item_idx"].tolist() == popular[:10].tolist()
+    # ... and cold-split read that order from the candidates stage's table, not from a copy of its own.
+    assert read_popular(project / "data" / "candidates", "final", "smm").tolist() == popular.tolist()
 
 
 def test_catalog_smaller_than_ten_is_a_clear_error(tmp_path: Path):
