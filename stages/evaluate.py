@@ -74,20 +74,31 @@ def scored_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.Data
     return truth[~was_seen]
 
 
-def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame]) -> dict:
+EVENT_BUCKETS = {"1-2": (1, 2), "3-4": (3, 4), "5+": (5, np.inf)}  # events before the cut-off, both domains
+
+
+def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame], user_events: np.ndarray) -> dict:
     """NDCG@10 of popular and ALS-only on the train fold's label window, from its candidate table.
 
     This is the window to choose parameters on: nothing of the holdout window is in it. ALS and popular lists
     are the candidates in their source's order (no popular fill), so users without history score 0 for ALS.
+    `by_events` splits the users by their number of events before the cut-off (`user_events`, indexed by
+    user_idx): where ALS beats popular on users with few events, they are better left to the ranker than made
+    cold (`cold.min_interactions`).
     """
-    out: dict = {}
+    out: dict = {"by_events": {bucket: {"users": {}, "popular": {}, "als": {}} for bucket in EVENT_BUCKETS}}
     for model, column in (("popular", "pop_rank"), ("als", "als_rank")):
         out[model] = {}
         for domain in DOMAINS:
             rows = features[(features[DOMAIN] == domain) & features[column].notna()]
             lists = rows.rename(columns={column: "rank"})[[USER_IDX, "rank", ITEM_IDX]]
-            out[model][domain] = round(float(per_user_metrics(lists, truth[domain])["ndcg"].mean()), 5) \
-                if len(truth[domain]) else 0.0
+            ndcg = per_user_metrics(lists, truth[domain])["ndcg"]
+            out[model][domain] = round(float(ndcg.mean()), 5) if len(ndcg) else 0.0
+            events = user_events[ndcg.index.to_numpy()]
+            for bucket, (low, high) in EVENT_BUCKETS.items():
+                part = ndcg[(events >= low) & (events <= high)]
+                out["by_events"][bucket][model][domain] = round(float(part.mean()), 5) if len(part) else 0.0
+                out["by_events"][bucket]["users"][domain] = int(len(part))
         out[model]["score"] = round(float(np.sqrt(out[model]["smm"] * out[model]["zvuk"])), 5)
     out["candidate_recall"] = {}
     for domain in DOMAINS:
@@ -163,7 +174,7 @@ def main(argv: list[str]) -> None:
     del interactions
     validation = validation_metrics(pd.read_parquet("data/features/train.parquet",
                                                     columns=[USER_IDX, DOMAIN, ITEM_IDX, *SOURCES.values()]),
-                                    truth["train"])
+                                    truth["train"], np.diff(seen["train"].indptr))
     alive = np.bincount(seen["holdout"].indices, minlength=seen["holdout"].shape[1]) > 0
     catalog = {d: int(alive[items.loc[items[DOMAIN] == d, COL].to_numpy()].sum()) for d in DOMAINS}
     quality, users, cand_metrics, ndcg_table, recall_table = evaluate(recs, candidates, truth["holdout"], catalog)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.evaluate import per_user_metrics
+from stages.evaluate import per_user_metrics, validation_metrics
 
 
 def test_ndcg_hit_recall_by_hand():
@@ -25,3 +25,18 @@ def test_only_the_first_k_count():
     truth = pd.DataFrame({"user_idx": [1], "item_idx": [9]})
     assert per_user_metrics(recs, truth, k=2).loc[1, "ndcg"] == 0
     assert per_user_metrics(recs, truth, k=3).loc[1, "ndcg"] == pytest.approx(0.5)
+
+
+def test_validation_splits_users_by_their_events_before_the_cutoff():
+    # users 0 and 1 have 2 and 7 events; ALS puts the truth item first for user 0 only, popular for user 1 only
+    features = pd.DataFrame({"user_idx": [0, 0, 1, 1], "domain": ["smm"] * 4, "item_idx": [5, 6, 5, 6],
+                             "als_rank": [1.0, 2.0, 2.0, 1.0], "recent_rank": [np.nan] * 4,
+                             "pop_rank": [2.0, 1.0, 1.0, 2.0]})
+    truth = {"smm": pd.DataFrame({"user_idx": [0, 1], "item_idx": [5, 5]}),
+             "zvuk": pd.DataFrame({"user_idx": np.array([], int), "item_idx": np.array([], int)})}
+    out = validation_metrics(features, truth, user_events=np.array([2, 7]))
+    low, high = out["by_events"]["1-2"], out["by_events"]["5+"]
+    assert low["users"]["smm"] == 1 and high["users"]["smm"] == 1 and out["by_events"]["3-4"]["users"]["smm"] == 0
+    assert low["als"]["smm"] == 1.0 and low["popular"]["smm"] == pytest.approx(1 / np.log2(3))
+    assert high["popular"]["smm"] == 1.0 and high["als"]["smm"] == pytest.approx(1 / np.log2(3))
+    assert out["als"]["zvuk"] == 0.0  # no truth users: 0, not NaN
