@@ -26,35 +26,21 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore")
+from benchmarks.project import ROOT, copy_project, set_param
 TARGET_MINUTES, TARGET_GB, TARGET_GROWTH, TARGET_RERUN_SHARE, TARGET_SGEMM_SHARE = 15.0, 12.0, 2.3, 0.2, 0.5
 
 
-def copy_project(dest: Path, scale: float, log: Path) -> None:
+def copy_bench_project(dest: Path, scale: float, log: Path) -> None:
     """A runnable copy of the project with sample.scale set and every stage command wrapped by the timer."""
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for folder in ("stages", "benchmarks"):
-        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in PROJECT_FILES:
-        shutil.copy(ROOT / name, dest / name)
-    (dest / ".dvc").mkdir()
-    shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    copy_project(dest, folders=("stages", "benchmarks"))
     dvc_yaml = (dest / "dvc.yaml").read_text()
     wrapped = dvc_yaml.replace("cmd: python -m stages.", f"cmd: python -m benchmarks.timed {log} -- python -m stages.")
     if wrapped.count("benchmarks.timed") != dvc_yaml.count("cmd:"):
         raise SystemExit("benchmarks.run: every stage cmd in dvc.yaml must start with `python -m stages.`")
     (dest / "dvc.yaml").write_text(wrapped)
-    set_param(dest, "sample", "scale", scale)
-
-
-def set_param(project: Path, section: str, key: str, value) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params[section][key] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_param(dest, "sample.scale", scale)
 
 
 def repro(project: Path, output: Path) -> float:
@@ -165,7 +151,7 @@ def main() -> None:
     for scale in scales:
         project, log = workdir / f"scale-{scale:g}", workdir / f"times-{scale:g}.jsonl"
         log.unlink(missing_ok=True)
-        copy_project(project, scale, log)
+        copy_bench_project(project, scale, log)
         print(f"scale {scale:g}: dvc repro in {project} ...", file=sys.stderr, flush=True)
         total = repro(project, workdir / f"repro-{scale:g}.log")
         stages = read_log(log)
@@ -178,7 +164,7 @@ def main() -> None:
             params = yaml.safe_load((project / "params.yaml").read_text())
             old = params["ranker"]["min_child_samples"]
             new = old * 2  # a tuning step that leaves the amount of work alone: what is timed is the caching
-            set_param(project, "ranker", "min_child_samples", new)
+            set_param(project, "ranker.min_child_samples", new)
             logged = len(log.read_text().splitlines())  # the commands stay as they are: DVC compares them
             print(f"scale {scale:g}: ranker.min_child_samples {old} -> {new}, dvc repro ...", file=sys.stderr,
                   flush=True)

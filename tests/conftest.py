@@ -1,16 +1,16 @@
 """Shared helpers: tiny literal frames in the real schema, and running the pipeline in a temporary copy."""
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from benchmarks.project import copy_project, set_param  # noqa: F401  (the tests import them from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples"
@@ -30,36 +30,6 @@ def zvuk_frame(rows: list[tuple[int, int, int, int]]) -> pd.DataFrame:
     """rows: (user_id, item_id, day offset from T0, plays) -> the real zvuk schema (its column order)."""
     frame = smm_frame(rows).astype({"rating": "int64"})
     return frame[["user_id", "timestamp", "item_id", "rating"]]
-
-
-def copy_project(dest: Path) -> Path:
-    """A runnable copy of the project (code, dvc.yaml, params) in its own git repository, no data."""
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, dest / name)
-    (dest / ".dvc").mkdir(exist_ok=True)
-    shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
-def set_param(project: Path, dotted: str, value) -> None:
-    """Change one key of params.yaml in place, keeping the rest of the file (comments included) as it is."""
-    path = project / "params.yaml"
-    section, key = dotted.split(".")
-    lines = path.read_text().splitlines()
-    in_section = False
-    for i, line in enumerate(lines):
-        if re.match(r"^\S", line):
-            in_section = line.startswith(f"{section}:")
-        elif in_section and re.match(rf"^\s+{key}:", line):
-            indent = line[: len(line) - len(line.lstrip())]
-            lines[i] = f"{indent}{key}: {json.dumps(value) if not isinstance(value, str) else value}"
-            break
-    else:
-        raise KeyError(dotted)
-    path.write_text("\n".join(lines) + "\n")
 
 
 def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
