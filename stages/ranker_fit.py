@@ -4,17 +4,23 @@ Two rankers, the same recipe at two moments:
     holdout: learns on features/train (labels: label window)  -> judged on the holdout window
     final:   learns on features/holdout (labels: holdout)       -> makes the submission
 In:  `data/features/<fold>.parquet`.
-Out: `models/ranker/<name>/model.txt` (LightGBM text model; absent for the fallback), `models/ranker/<name>/meta.json`
-     (kind, features, best iteration, counts), `metrics/ranker_<name>.json` (training summary and feature gain).
+Out: `models/ranker/<name>/model_<m>.txt` (LightGBM text models; a note for the fallback),
+     `models/ranker/<name>/meta.json` (kind, features, best iterations, counts), `metrics/ranker_<name>.json`
+     (training summary) and `metrics/plots/importance_<name>.csv` (feature gain).
 
 Groups with no positive are dropped (they teach lambdarank nothing). A share of users (`valid_share`, chosen
-by a hash of the user so the split is stable) is held out for early stopping. With fewer than two groups that
-have a positive there is nothing to learn: the ranker falls back to ordering by ALS score, and says so.
+by a hash of the user so the split is stable) is held out for early stopping. `n_models` > 1 fits that many
+models, each holding out a different share of users, and scores by their mean: each user then teaches most of
+the models, and the noise of one early-stopping set of a few hundred users averages out. It pays on small
+data (a few thousand training users) and costs n_models times the fit and the scoring.
+With fewer than two groups that have a positive there is nothing to learn: the ranker falls back to ordering
+by ALS score, and says so.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +44,23 @@ def _split_users(users: np.ndarray, valid_share: float, seed: int) -> np.ndarray
 
 def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: float, num_leaves: int,
                min_child_samples: int, truncation_level: int, early_stopping_rounds: int, valid_share: float,
-               seed: int) -> tuple[Any, dict]:
-    """Fit a lambdarank model.
+               seed: int, n_models: int = 1) -> tuple[list | None, dict]:
+    """Fit `n_models` lambdarank models, model m holding out the users of split seed `seed + m`.
 
     Args:
         features: rows of (user_idx, domain, item_idx, FEATURES..., label).
         truncation_level: lambdarank_truncation_level: how deep into each list the pairwise gradients reach.
         early_stopping_rounds: stop when NDCG@10 on the held-out users has not improved for this many rounds.
-        valid_share: share of users held out for early stopping.
+        valid_share: share of users held out for early stopping (by each model).
+        n_models: models to fit; scores are their mean.
 
     Returns:
-        (lightgbm Booster or None for the ALS-score fallback, meta dict)
+        (list of lightgbm Boosters, or None for the ALS-score fallback; meta dict)
     """
     check_section("ranker", n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
                   min_child_samples=min_child_samples, truncation_level=truncation_level,
-                  early_stopping_rounds=early_stopping_rounds, valid_share=valid_share, seed=seed)
+                  early_stopping_rounds=early_stopping_rounds, valid_share=valid_share, seed=seed,
+                  n_models=n_models)
     group_key = [USER_IDX, DOMAIN]
     positives = features.groupby(group_key, observed=True)["label"].transform("max") > 0
     rows = features[positives].sort_values(group_key, kind="stable")
@@ -62,10 +70,37 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
             int(features.groupby(group_key, observed=True).ngroups) - n_groups}
     if n_groups < 2:
         log.warning("ranker: %d group(s) with a positive label: falling back to ordering by ALS score", n_groups)
-        return None, {**meta, "kind": "als_score", "best_iteration": 0}
+        return None, {**meta, "kind": "als_score", "best_iterations": []}
 
+    boosters, best, valid_ndcg, valid_users, gain = [], [], [], [], np.zeros(len(FEATURES))
+    for m in range(int(n_models)):
+        booster, valid = _fit_one(rows, seed=int(seed) + m, n_estimators=n_estimators, learning_rate=learning_rate,
+                                  num_leaves=num_leaves, min_child_samples=min_child_samples,
+                                  truncation_level=truncation_level, early_stopping_rounds=early_stopping_rounds,
+                                  valid_share=valid_share)
+        boosters.append(booster)
+        best.append(int(booster.best_iteration or n_estimators))
+        valid_users.append(int(valid[USER_IDX].nunique()))
+        if len(valid):
+            valid_ndcg.append(float(booster.best_score["early_stopping"]["ndcg@10"]))
+        gain += booster.feature_importance(importance_type="gain", iteration=best[-1])
+        log.info("ranker %d/%d: %d rows, %d groups, best iteration %d, early-stopping NDCG@10 %s", m + 1,
+                 n_models, len(rows), n_groups, best[-1], f"{valid_ndcg[-1]:.4f}" if len(valid) else "n/a")
+    # Of several models: the mean early-stopping NDCG@10, each on its own held-out users.
+    meta.update(kind="lightgbm", n_models=int(n_models), best_iterations=best,
+                early_stopping_users=int(np.mean(valid_users)),
+                early_stopping_ndcg10=float(np.mean(valid_ndcg)) if valid_ndcg else None,
+                importance_gain={f: round(float(g / n_models), 4) for f, g in zip(FEATURES, gain)})
+    return boosters, meta
+
+
+def _fit_one(rows: pd.DataFrame, *, seed: int, n_estimators: int, learning_rate: float, num_leaves: int,
+             min_child_samples: int, truncation_level: int, early_stopping_rounds: int, valid_share: float
+             ) -> tuple[Any, pd.DataFrame]:
+    """One lambdarank model on rows sorted by group; returns (Booster, the rows held out for early stopping)."""
     import lightgbm as lgb
 
+    group_key = [USER_IDX, DOMAIN]
     in_valid = _split_users(rows[USER_IDX].to_numpy(), valid_share, seed)
     if in_valid.all() or not in_valid.any():
         in_valid = np.zeros(len(rows), dtype=bool)  # too few users to hold some out: no early stopping
@@ -89,34 +124,32 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
         callbacks = [lgb.early_stopping(int(early_stopping_rounds), verbose=False)]
     booster = lgb.train(lgb_params, train_set, num_boost_round=int(n_estimators), valid_sets=valid_sets,
                         valid_names=["early_stopping"], callbacks=callbacks)
-    best = int(booster.best_iteration or n_estimators)
-    valid_ndcg = float(booster.best_score["early_stopping"]["ndcg@10"]) if len(valid_rows) else None
-    gain = booster.feature_importance(importance_type="gain", iteration=best)
-    meta.update(kind="lightgbm", best_iteration=best, early_stopping_users=int(valid_rows[USER_IDX].nunique()),
-                early_stopping_ndcg10=valid_ndcg,
-                importance_gain={f: round(float(g), 4) for f, g in zip(FEATURES, gain)})
-    log.info("ranker: %d rows, %d groups, best iteration %d, early-stopping NDCG@10 %s", len(rows), n_groups,
-             best, "n/a" if valid_ndcg is None else f"{valid_ndcg:.4f}")
-    return booster, meta
+    return booster, valid_rows
 
 
-def score_candidates(booster: Any, meta: dict, features: pd.DataFrame) -> np.ndarray:
-    """Ranker scores for candidate rows (higher is better); the fallback uses the ALS score."""
-    if meta["kind"] == "als_score" or booster is None:
+def score_candidates(boosters: list | None, meta: dict, features: pd.DataFrame) -> np.ndarray:
+    """Ranker scores for candidate rows (higher is better): the mean over the models, each at its best
+    iteration; the fallback uses the ALS score."""
+    if meta["kind"] == "als_score" or not boosters:
         return features["als_score"].to_numpy(dtype=np.float64)
-    return booster.predict(features[meta["features"]], num_iteration=meta["best_iteration"])
+    X = features[meta["features"]]
+    total = np.zeros(len(features))
+    for booster, best in zip(boosters, meta["best_iterations"]):
+        total += booster.predict(X, num_iteration=best)
+    return total / len(boosters)
 
 
-def load_ranker(directory: str | Path) -> tuple[Any, dict]:
-    """Read a ranker written by this stage: (Booster or None, meta)."""
+def load_ranker(directory: str | Path) -> tuple[list | None, dict]:
+    """Read a ranker written by this stage: (list of Boosters or None, meta)."""
     import json
 
     import lightgbm as lgb
 
     directory = Path(directory)
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-    booster = lgb.Booster(model_file=str(directory / "model.txt")) if meta["kind"] == "lightgbm" else None
-    return booster, meta
+    if meta["kind"] != "lightgbm":
+        return None, meta
+    return [lgb.Booster(model_file=str(directory / f"model_{m}.txt")) for m in range(meta["n_models"])], meta
 
 
 def main(argv: list[str]) -> None:
@@ -126,14 +159,19 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     params = section_params(load_params(), "ranker")
     features = pd.read_parquet(f"data/features/{TRAIN_FOLD[args.name]}.parquet")
-    booster, meta = fit_ranker(features, **params)
+    boosters, meta = fit_ranker(features, **params)
     out = Path(args.out) / args.name
-    out.mkdir(parents=True, exist_ok=True)
-    # model.txt always exists so that DVC can track it; the fallback writes a note instead of a model.
-    write_text(booster.model_to_string() if booster is not None else "fallback: order by als_score\n",
-               out / "model.txt")
+    if out.exists():  # no model files of an earlier run with more models
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if boosters is None:  # a file all the same, so that the directory is never empty for DVC
+        write_text("fallback: order by als_score\n", out / "model_0.txt")
+    for m, booster in enumerate(boosters or []):
+        write_text(booster.model_to_string(), out / f"model_{m}.txt")
     write_json(meta, out / "meta.json")
-    summary = {k: v for k, v in meta.items() if k not in ("features", "importance_gain")}
+    summary = {k: v for k, v in meta.items() if k not in ("features", "importance_gain", "best_iterations")}
+    # dvc metrics show prints numbers, not lists: the mean best iteration (of one model: its own).
+    summary["best_iteration"] = float(np.mean(meta["best_iterations"])) if meta["best_iterations"] else 0.0
     write_json(summary, f"metrics/ranker_{args.name}.json")
     gain = meta.get("importance_gain", {})
     table = pd.DataFrame({"feature": list(gain), "gain": list(gain.values())}).sort_values("gain", ascending=False)

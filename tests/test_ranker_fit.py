@@ -43,7 +43,39 @@ def test_groups_without_positive_are_dropped_and_nothing_to_learn_falls_back():
 def test_same_seed_same_model():
     a, _ = fit_ranker(_features(), **PARAMS)
     b, _ = fit_ranker(_features(), **PARAMS)
-    assert a.model_to_string() == b.model_to_string()
+    assert a[0].model_to_string() == b[0].model_to_string()
+
+
+def test_several_models_hold_out_different_users_and_scores_are_their_mean():
+    features = _features()
+    boosters, meta = fit_ranker(features, **{**PARAMS, "n_models": 3})
+    assert len(boosters) == 3 and meta["n_models"] == 3 and len(meta["best_iterations"]) == 3
+    # Model 0 is the single model of the same seed; the others differ (other held-out users, other seeds).
+    single, _ = fit_ranker(features, **PARAMS)
+    assert boosters[0].model_to_string() == single[0].model_to_string()
+    assert len({b.model_to_string() for b in boosters}) == 3
+    test = _features(seed=1)
+    each = [b.predict(test[meta["features"]], num_iteration=n) for b, n in zip(boosters, meta["best_iterations"])]
+    assert np.allclose(score_candidates(boosters, meta, test), np.mean(each, axis=0))
+
+
+def test_ranker_directory_round_trip(tmp_path, monkeypatch):
+    from stages import ranker_fit
+
+    features = _features()
+    (tmp_path / "data/features").mkdir(parents=True)
+    features.to_parquet(tmp_path / "data/features/train.parquet")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ranker_fit, "load_params", lambda: {"ranker": {**PARAMS, "n_models": 2}})
+    stale = tmp_path / "models/ranker/holdout/model_5.txt"  # from an earlier run with more models
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
+    ranker_fit.main(["holdout"])
+    assert sorted(p.name for p in (tmp_path / "models/ranker/holdout").iterdir()) == [
+        "meta.json", "model_0.txt", "model_1.txt"]
+    boosters, meta = ranker_fit.load_ranker(tmp_path / "models/ranker/holdout")
+    fitted, _ = fit_ranker(features, **{**PARAMS, "n_models": 2})
+    assert np.allclose(score_candidates(boosters, meta, features), score_candidates(fitted, meta, features))
 
 
 def test_out_of_range_param_names_the_key():
