@@ -155,6 +155,7 @@ PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "ranker.valid_share": (0.0, 0.9, False, True),
     "ranker.seed": (0, None, True, False),
     "ranker.n_models": (1, 20, True, False),
+    "ranker.budget_rows": (0, None, True, False),
     "cold.min_interactions": (0, None, True, False),
 }
 

@@ -59,6 +59,16 @@ def test_several_models_hold_out_different_users_and_scores_are_their_mean():
     assert np.allclose(score_candidates(boosters, meta, test), np.mean(each, axis=0))
 
 
+def test_budget_rows_caps_the_number_of_models():
+    features = _features()  # 200 groups of 10 rows, all with a positive: 2,000 training rows
+    boosters, meta = fit_ranker(features, **{**PARAMS, "n_models": 5, "budget_rows": 4_500})
+    assert len(boosters) == meta["n_models"] == 2
+    boosters, meta = fit_ranker(features, **{**PARAMS, "n_models": 5, "budget_rows": 100})
+    assert len(boosters) == meta["n_models"] == 1  # never fewer than one
+    boosters, meta = fit_ranker(features, **{**PARAMS, "n_models": 3, "budget_rows": 0})
+    assert len(boosters) == meta["n_models"] == 3  # 0: no cap
+
+
 def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     from stages import ranker_fit
 
@@ -66,7 +76,7 @@ def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     (tmp_path / "data/features").mkdir(parents=True)
     features.to_parquet(tmp_path / "data/features/train.parquet")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(ranker_fit, "load_params", lambda: {"ranker": {**PARAMS, "n_models": 2}})
+    monkeypatch.setattr(ranker_fit, "load_params", lambda: {"ranker": {**PARAMS, "n_models": 2, "budget_rows": 0}})
     stale = tmp_path / "models/ranker/holdout/model_5.txt"  # from an earlier run with more models
     stale.parent.mkdir(parents=True)
     stale.write_text("old")
