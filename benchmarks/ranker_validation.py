@@ -1,0 +1,76 @@
+"""Benchmark: ranker variants judged on the train fold only, so that ranker settings are chosen without the holdout.
+
+    dvc repro && python -m benchmarks.ranker_validation [--models 1,3,5,10] [--set learning_rate=0.05 ...]
+
+The holdout ranker learns on `data/features/train.parquet` (labels: the label window). Here a fixed fifth of its
+users (a hash of the user with a seed of its own) is kept out of every model; up to max(--models) models are
+fitted on the other users exactly as `stages.ranker_fit` fits them (each early-stopped on its own held-out
+users), and the mean score of the first n models ranks the kept-out users' candidates. The table gives NDCG@10
+of those rankings against the labels, over the kept-out users with a positive, for each n: the score
+`ranker.n_models` was chosen by (see docs/experiments.md). It measures stage two only: a truth item that
+is not among the candidates counts for nobody here.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from stages.common import DOMAIN, K, USER_IDX, load_params, section_params
+from stages.ranker_fit import _split_users, fit_ranker
+
+KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
+
+
+def candidate_ndcg(frame: pd.DataFrame, scores: np.ndarray, k: int = K) -> float:
+    """Mean NDCG@k of each (user, domain) group's candidates ordered by `scores`, against `label`; groups
+    without a positive are skipped."""
+    ranked = frame[[USER_IDX, DOMAIN, "label"]].assign(score=scores)
+    ranked = ranked[ranked.groupby([USER_IDX, DOMAIN], observed=True)["label"].transform("sum") > 0]
+    ranked = ranked.sort_values([USER_IDX, DOMAIN, "score"], ascending=[True, True, False], kind="stable")
+    ranked["position"] = ranked.groupby([USER_IDX, DOMAIN], observed=True).cumcount()
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    top = ranked[ranked["position"] < k]
+    dcg = (top["label"] * discount[top["position"]]).groupby([top[USER_IDX], top[DOMAIN]], observed=True).sum()
+    positives = ranked.groupby([USER_IDX, DOMAIN], observed=True)["label"].sum().clip(upper=k)
+    ideal = np.cumsum(discount)[positives.to_numpy() - 1]
+    return float((dcg.to_numpy() / ideal).mean())
+
+
+def validate(features: pd.DataFrame, ranker_params: dict, models: list[int]) -> dict[int, float]:
+    """NDCG@10 on the kept-out users for the mean of the first n models, for each n in `models`."""
+    kept_out = _split_users(features[USER_IDX].to_numpy(), KEPT_OUT_SHARE, KEPT_OUT_SEED)
+    fit, test = features[~kept_out], features[kept_out]
+    boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
+    if boosters is None:
+        raise SystemExit("benchmarks.ranker_validation: no group with a positive label to learn from")
+    each = [b.predict(test[meta["features"]], num_iteration=n) for b, n in zip(boosters, meta["best_iterations"])]
+    return {n: candidate_ndcg(test, np.mean(each[:n], axis=0)) for n in models}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="1,3,5,10", help="numbers of models to compare (comma-separated)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a ranker.* param for this run, e.g. learning_rate=0.05")
+    args = parser.parse_args()
+    params = dict(section_params(load_params(), "ranker"))
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in params:
+            raise SystemExit(f"benchmarks.ranker_validation: ranker.{key} is not a ranker param")
+        params[key] = yaml.safe_load(value)
+    models = sorted({int(n) for n in args.models.split(",")})
+    features = pd.read_parquet("data/features/train.parquet")
+    scores = validate(features, params, models)
+    overrides = ", ".join(args.set) or "params.yaml as it is"
+    print(f"Ranker validation on the train fold ({overrides}): NDCG@10 of the candidates of the kept-out users\n")
+    print("| models | NDCG@10 |\n|---:|---:|")
+    for n, score in scores.items():
+        print(f"| {n} | {score:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.ranker_validation import candidate_ndcg, validate
+from tests.test_ranker_fit import PARAMS, _features
+
+
+def test_candidate_ndcg_by_hand():
+    frame = pd.DataFrame({"user_idx": [0, 0, 0, 1, 1, 2, 2, 2], "domain": ["smm"] * 8,
+                          "label": [1, 0, 0, 0, 0, 1, 0, 1]})
+    scores = np.array([2.0, 3.0, 1.0, 5.0, 4.0, 9.0, 8.0, 7.0])
+    # user 0: the positive second -> 1/log2(3); user 1: no positive, skipped; user 2: positives first and third
+    # of two -> (1 + 1/2) / (1 + 1/log2(3))
+    expected = (1 / np.log2(3) + 1.5 / (1 + 1 / np.log2(3))) / 2
+    assert candidate_ndcg(frame, scores) == pytest.approx(expected)
+
+
+def test_validate_scores_every_number_of_models_and_finds_the_planted_signal():
+    scores = validate(_features(n_users=400), PARAMS, [1, 3])
+    assert sorted(scores) == [1, 3]
+    assert min(scores.values()) > 0.8  # the positive is the top-trend item; a random order gives about 0.45
