@@ -60,8 +60,8 @@ class _RowIndices:
         return SimpleNamespace(indices=self.indices[self.indptr[row]:self.indptr[row + 1]])
 
 
-def top_n_items(user_vectors: np.ndarray, item_vectors: np.ndarray, excluded: sp.csr_matrix, n: int,
-                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def top_n_items(user_vectors: np.ndarray, item_vectors: np.ndarray, excluded: sp.csr_matrix, n: int
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The n highest-scoring items per user, best first, by dot product.
 
     Scoring runs in implicit's top-k kernel: 100 users at a time, a partial selection in C (no sort of whole
@@ -71,7 +71,6 @@ def top_n_items(user_vectors: np.ndarray, item_vectors: np.ndarray, excluded: sp
         user_vectors: users x factors; item_vectors: items x factors.
         excluded: users x items, non-zero where an item must not be returned (seen items).
         n: how many items per user.
-        allowed: boolean mask over items; False items are never returned.
 
     Returns:
         (items users x n int32, scores users x n float32); slots beyond a user's available items hold
@@ -83,10 +82,9 @@ def top_n_items(user_vectors: np.ndarray, item_vectors: np.ndarray, excluded: sp
     n_take = min(n, n_items)
     if n_take == 0 or n_users == 0:
         return np.full((n_users, n_take), -1, np.int32), np.full((n_users, n_take), -np.inf, np.float32)
-    blocked = None if allowed is None else np.flatnonzero(~allowed).astype(np.int32)
     items, scores = topk(np.ascontiguousarray(item_vectors, dtype=np.float32),
                          np.ascontiguousarray(user_vectors, dtype=np.float32), n_take,
-                         filter_query_items=_RowIndices(excluded), filter_items=blocked, num_threads=2)
+                         filter_query_items=_RowIndices(excluded), num_threads=2)
     missing = scores <= -np.finfo(np.float32).max  # the kernel marks filtered items with the lowest float
     items[missing], scores[missing] = -1, -np.inf
     return items.astype(np.int32), scores.astype(np.float32)

@@ -7,13 +7,12 @@ from stages.candidates import make_candidates, popular_items, recent_taste, targ
 from tests.conftest import DAY, T0
 
 
-def test_top_n_items_orders_by_score_and_skips_excluded_and_blocked():
+def test_top_n_items_orders_by_score_and_skips_excluded():
     users = np.array([[1.0, 0.0], [0.1, 1.0]], dtype=np.float32)
     items = np.array([[3, 0], [2, 0], [1, 0], [0, 5], [0, 4]], dtype=np.float32)
-    excluded = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]))
-    allowed = np.array([True, True, True, True, False])
-    top, scores = top_n_items(users, items, excluded, n=2, allowed=allowed)
-    assert top.tolist() == [[1, 2], [3, 0]]  # user 0: item 0 seen; user 1: item 4 not allowed
+    excluded = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 1, 0]]))
+    top, scores = top_n_items(users, items, excluded, n=2)
+    assert top.tolist() == [[1, 2], [4, 0]]  # user 0: item 0 seen; user 1: item 3 seen
     assert scores[0].tolist() == [2.0, 1.0]
 
 
