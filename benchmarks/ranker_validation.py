@@ -18,30 +18,26 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from stages.common import DOMAIN, K, USER_IDX, load_params, section_params
-from stages.ranker_fit import _split_users, fit_ranker
+from stages.common import DOMAIN, ITEM_IDX, K, USER_IDX, load_params, section_params
+from stages.evaluate import per_user_metrics
+from stages.ranker_fit import fit_ranker, split_users
 
 KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
 
 
 def candidate_ndcg(frame: pd.DataFrame, scores: np.ndarray, k: int = K) -> float:
     """Mean NDCG@k of each (user, domain) group's candidates ordered by `scores`, against `label`; groups
-    without a positive are skipped."""
-    ranked = frame[[USER_IDX, DOMAIN, "label"]].assign(score=scores)
-    ranked = ranked[ranked.groupby([USER_IDX, DOMAIN], observed=True)["label"].transform("sum") > 0]
-    ranked = ranked.sort_values([USER_IDX, DOMAIN, "score"], ascending=[True, True, False], kind="stable")
-    ranked["position"] = ranked.groupby([USER_IDX, DOMAIN], observed=True).cumcount()
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    top = ranked[ranked["position"] < k]
-    dcg = (top["label"] * discount[top["position"]]).groupby([top[USER_IDX], top[DOMAIN]], observed=True).sum()
-    positives = ranked.groupby([USER_IDX, DOMAIN], observed=True)["label"].sum().clip(upper=k)
-    ideal = np.cumsum(discount)[positives.to_numpy() - 1]
-    return float((dcg.to_numpy() / ideal).mean())
+    without a positive are skipped. The lists and truth of `stages.evaluate.per_user_metrics`, a domain at a
+    time, with each candidate row as its own item."""
+    ranked = frame[[USER_IDX, DOMAIN, "label"]].assign(**{ITEM_IDX: np.arange(len(frame)), "rank": -scores})
+    ndcg = [per_user_metrics(part, part[part["label"] > 0], k)["ndcg"]
+            for _, part in ranked.groupby(DOMAIN, observed=True)]
+    return float(pd.concat(ndcg).mean())
 
 
 def validate(features: pd.DataFrame, ranker_params: dict, models: list[int]) -> dict[int, float]:
     """NDCG@10 on the kept-out users for the mean of the first n models, for each n in `models`."""
-    kept_out = _split_users(features[USER_IDX].to_numpy(), KEPT_OUT_SHARE, KEPT_OUT_SEED)
+    kept_out = split_users(features[USER_IDX].to_numpy(), KEPT_OUT_SHARE, KEPT_OUT_SEED)
     fit, test = features[~kept_out], features[kept_out]
     boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
     if boosters is None:

@@ -87,6 +87,10 @@ def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame], u
     cold (`cold.min_interactions`).
     """
     out: dict = {"by_events": {bucket: {"users": {}, "popular": {}, "als": {}} for bucket in EVENT_BUCKETS}}
+    for domain in DOMAINS:  # every truth user is scored by both models: count them once
+        events = user_events[truth[domain][USER_IDX].unique()]
+        for bucket, (low, high) in EVENT_BUCKETS.items():
+            out["by_events"][bucket]["users"][domain] = int(((events >= low) & (events <= high)).sum())
     for model, column in (("popular", "pop_rank"), ("als", "als_rank")):
         out[model] = {}
         for domain in DOMAINS:
@@ -98,7 +102,6 @@ def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame], u
             for bucket, (low, high) in EVENT_BUCKETS.items():
                 part = ndcg[(events >= low) & (events <= high)]
                 out["by_events"][bucket][model][domain] = round(float(part.mean()), 5) if len(part) else 0.0
-                out["by_events"][bucket]["users"][domain] = int(len(part))
         out[model]["score"] = round(float(np.sqrt(out[model]["smm"] * out[model]["zvuk"])), 5)
     out["candidate_recall"] = {}
     for domain in DOMAINS:

@@ -35,10 +35,12 @@ from stages.features import FEATURES
 
 log = logging.getLogger("pipeline.ranker")
 
+GROUP_KEY = [USER_IDX, DOMAIN]  # one lambdarank query: a user's candidates in one domain
+
 TRAIN_FOLD = {"holdout": "train", "final": "holdout"}
 
 
-def _split_users(users: np.ndarray, valid_share: float, seed: int) -> np.ndarray:
+def split_users(users: np.ndarray, valid_share: float, seed: int) -> np.ndarray:
     """True for users whose groups go to the early-stopping set (a stable hash of user and seed)."""
     mixed = (users.astype(np.uint64) * np.uint64(2654435761) + np.uint64(seed)) % np.uint64(10_000)
     return mixed < np.uint64(round(valid_share * 10_000))
@@ -65,13 +67,12 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
                   min_child_samples=min_child_samples, truncation_level=truncation_level,
                   early_stopping_rounds=early_stopping_rounds, valid_share=valid_share, seed=seed,
                   n_models=n_models, budget_rows=budget_rows)
-    group_key = [USER_IDX, DOMAIN]
-    positives = features.groupby(group_key, observed=True)["label"].transform("max") > 0
-    rows = features[positives].sort_values(group_key, kind="stable")
-    n_groups = int(rows.groupby(group_key, observed=True).ngroups)
+    positives = features.groupby(GROUP_KEY, observed=True)["label"].transform("max") > 0
+    rows = features[positives].sort_values(GROUP_KEY, kind="stable")
+    n_groups = int(rows.groupby(GROUP_KEY, observed=True).ngroups)
     meta = {"features": FEATURES, "rows": int(len(rows)), "groups": n_groups,
             "positives": int(rows["label"].sum()), "dropped_groups_without_positive":
-            int(features.groupby(group_key, observed=True).ngroups) - n_groups}
+            int(features.groupby(GROUP_KEY, observed=True).ngroups) - n_groups}
     if n_groups < 2:
         log.warning("ranker: %d group(s) with a positive label: falling back to ordering by ALS score", n_groups)
         return None, {**meta, "kind": "als_score", "best_iterations": []}
@@ -106,14 +107,13 @@ def _fit_one(rows: pd.DataFrame, *, seed: int, n_estimators: int, learning_rate:
     """One lambdarank model on rows sorted by group; returns (Booster, the rows held out for early stopping)."""
     import lightgbm as lgb
 
-    group_key = [USER_IDX, DOMAIN]
-    in_valid = _split_users(rows[USER_IDX].to_numpy(), valid_share, seed)
+    in_valid = split_users(rows[USER_IDX].to_numpy(), valid_share, seed)
     if in_valid.all() or not in_valid.any():
         in_valid = np.zeros(len(rows), dtype=bool)  # too few users to hold some out: no early stopping
     fit_rows, valid_rows = rows[~in_valid], rows[in_valid]
 
     def group_sizes(frame: pd.DataFrame) -> np.ndarray:
-        return frame.groupby(group_key, observed=True, sort=False).size().to_numpy()
+        return frame.groupby(GROUP_KEY, observed=True, sort=False).size().to_numpy()
 
     # The native API: lambdarank without pulling in scikit-learn for the LGBMRanker wrapper.
     lgb_params = {

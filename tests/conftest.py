@@ -10,9 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.project import copy_project, set_param  # noqa: F401  (the tests import them from here)
+from benchmarks.project import ROOT, copy_project, set_param
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples"
 DAY = 86_400 * 10**9
 T0 = 1_680_000_000 * 10**9  # 2023-03-28

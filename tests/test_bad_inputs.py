@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DAY, ROOT, smm_frame, zvuk_frame
+from benchmarks.project import ROOT
+from tests.conftest import DAY, smm_frame, zvuk_frame
 
 PARAMS = """data:
   raw_dir: raw

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from benchmarks.project import copy_project, set_param
 from stages.candidates import popular_items, read_popular
 from stages.common import fold_cutoff
-from tests.conftest import copy_project, run_dvc, set_param, smm_frame, zvuk_frame
+from tests.conftest import run_dvc, smm_frame, zvuk_frame
 
 BIG_ITEM = 2**40          # item ids beyond int32
 BIG_USER = 3_000_000_000  # user ids beyond int32

@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from benchmarks.project import ROOT, copy_project, set_param
 from stages import common
-from tests.conftest import ROOT, copy_project, run_dvc, set_param, stages_run
+from tests.conftest import run_dvc, stages_run
 
 
 def test_failed_write_leaves_neither_target_nor_temporary(tmp_path: Path, monkeypatch):

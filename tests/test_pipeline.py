@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.project import copy_project, set_param
 from stages.common import DOMAINS
-from tests.conftest import SAMPLES, copy_project, run_dvc, set_param, stages_run
+from tests.conftest import SAMPLES, run_dvc, stages_run
 
 
 def _digest(path: Path) -> str:
