@@ -12,6 +12,10 @@ It knows more than any recommender could at the cut-off, though: the taste of us
 and items first taken inside the holdout window. "oracle, knowable" takes both away (only items with an
 event before the cut-off; a user with no event before it gets the scores averaged over the tastes): the
 ceiling for a recommender that knew the generating model but only the data before the cut-off.
+"oracle, counted" goes one step further: it keeps the tastes and the planted shape of every item's popularity
+over time (flat, or the release burst and its decay) but estimates each item's level from the ratings of its
+events before the cut-off (a row's rating counts its repeats), as any recommender must. What separates it from
+"oracle, knowable" is the noise of those counts.
 Users and truth are those of `stages.evaluate`; the oracle scores dense users x items arrays, so it is meant
 for sample scales up to about 0.05.
 """
@@ -24,8 +28,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.common import (DOMAINS, ITEM, ITEM_IDX, K, NS_PER_DAY, USER, USER_IDX, domain_matrix, load_params,
-                           section_params)
+from stages.common import (DOMAIN, DOMAINS, ITEM, ITEM_IDX, K, NS_PER_DAY, RATING, TS, USER, USER_IDX,
+                           domain_matrix, load_params, section_params)
 from stages.candidates import read_fold_users
 from stages.evaluate import per_user_metrics, scored_truth
 from stages.sample import START_NS, make_sample
@@ -51,12 +55,52 @@ def oracle_scores(weights: np.ndarray, cluster: np.ndarray, days: np.ndarray, ta
     return scores
 
 
+def counted_weights(weights: np.ndarray, daily_counts: np.ndarray) -> np.ndarray:
+    """The planted weights with each item's level replaced by one estimated from its events: days x items.
+
+    An item's weight is level x shape(day), the shape planted (flat, or the burst after release). Over the days
+    of `daily_counts` (days x items, the events before the cut-off), an item's expected events are
+    level x sum over days of shape(day) x events(day) / total weight(day). The estimate solves that for the
+    level; an item without events gets 0. "Events" may be weighted (by rating) as long as both sides are.
+
+    Args:
+        weights: days x items, the planted weight of each item on each day (it gives the shapes only).
+        daily_counts: the first days of the period x items, events of each item on each day.
+    """
+    n_days = daily_counts.shape[0]
+    peak = weights.max(axis=0)
+    shape = np.divide(weights, peak, out=np.zeros_like(weights), where=peak > 0)
+    exposure = (shape[:n_days] * (daily_counts.sum(axis=1) / weights[:n_days].sum(axis=1))[:, None]).sum(axis=0)
+    level = np.divide(daily_counts.sum(axis=0), exposure, out=np.zeros(weights.shape[1]), where=exposure > 0)
+    return shape * level
+
+
 def oracle_lists(scores: np.ndarray, user_taste: np.ndarray, seen: sp.csr_matrix, k: int = K) -> np.ndarray:
     """Top-k unseen items per user (users x k item positions), by the score row of the user's taste."""
     dense = scores[user_taste].copy()
     rows, cols = seen.nonzero()
     dense[rows, cols] = -np.inf
     return np.argsort(-dense, axis=1, kind="stable")[:, :k]
+
+
+def _known_scores(scores: np.ndarray, position: pd.Series, known: np.ndarray) -> np.ndarray:
+    """Scores (tastes x planted item positions) in the pipeline's item_idx order; -inf for unknown items."""
+    out = np.full((scores.shape[0], len(position)), -np.inf)
+    out[:, known] = scores[:, position.to_numpy()[known].astype(np.int64)]
+    return out
+
+
+def _daily_counts(interactions: pd.DataFrame, domain: str, position: pd.Series, n_days: int,
+                  n_positions: int) -> np.ndarray:
+    """Ratings of each planted item position summed over each of the first n_days days (before the cut-off)."""
+    events = interactions[(interactions[DOMAIN] == domain).to_numpy()]
+    day = ((events[TS].to_numpy() - START_NS) // NS_PER_DAY).astype(np.int64)
+    events = events[day < n_days]
+    day = day[day < n_days]
+    item_pos = position.to_numpy()[events[ITEM_IDX].to_numpy()].astype(np.int64)  # every event's item is known
+    counts = np.zeros((n_days, n_positions))
+    np.add.at(counts, (day, item_pos), events[RATING].to_numpy().astype(np.float64))
+    return counts
 
 
 def main() -> None:
@@ -89,8 +133,7 @@ def main() -> None:
         domain_items = items[items["domain"] == domain].sort_values(ITEM_IDX)
         position = pd.Series(np.arange(len(item_ids)), index=item_ids).reindex(domain_items[ITEM].to_numpy())
         known = position.notna().to_numpy()
-        item_scores = np.full((scores.shape[0], len(domain_items)), -np.inf)
-        item_scores[:, known] = scores[:, position.to_numpy()[known].astype(np.int64)]
+        item_scores = _known_scores(scores, position, known)
         user_taste = taste_of.reindex(users.set_index(USER_IDX).loc[truth_users, USER].to_numpy()).to_numpy()
         user_taste = user_taste.astype(np.int64)
         domain_seen = domain_matrix(seen, items, domain)
@@ -99,9 +142,16 @@ def main() -> None:
         knowable_scores = np.vstack([item_scores, item_scores.mean(axis=0)])
         knowable_scores[:, np.bincount(domain_seen.indices, minlength=domain_seen.shape[1]) == 0] = -np.inf
         knowable_taste = np.where(np.diff(seen.indptr)[truth_users] > 0, user_taste, len(item_scores))
+        # The same, with each item's level estimated from the ratings before the cut-off.
+        counted = counted_weights(weights, _daily_counts(interactions, domain, position, first, len(item_ids)))
+        counted_scores = _known_scores(oracle_scores(counted, cluster, days, sample_params["taste_strength"],
+                                                     sample_params["n_tastes"]), position, known)
+        counted_scores = np.vstack([counted_scores, counted_scores.mean(axis=0)])
+        counted_scores[np.isinf(knowable_scores)] = -np.inf
         row = {"domain": domain, "truth users": len(truth_users)}
         for name, (table_, taste_) in {"oracle": (item_scores, user_taste),
-                                       "oracle, knowable": (knowable_scores, knowable_taste)}.items():
+                                       "oracle, knowable": (knowable_scores, knowable_taste),
+                                       "oracle, counted": (counted_scores, knowable_taste)}.items():
             top = oracle_lists(table_, taste_, domain_seen[truth_users])
             lists = pd.DataFrame({USER_IDX: np.repeat(truth_users, K),
                                   "rank": np.tile(np.arange(1, K + 1), len(truth_users)), ITEM_IDX: top.ravel()})
@@ -115,10 +165,12 @@ def main() -> None:
     score["truth users"] = table["truth users"].sum()
     table.loc["score (geometric mean)"] = score
     print(f"Holdout NDCG@10 on the sample ({', '.join(f'{k}={v}' for k, v in sample_params.items())})\n")
-    print(table[["truth users", "popular", "als", "final", "oracle", "oracle, knowable"]].to_markdown(floatfmt=".4f"))
+    print(table[["truth users", "popular", "als", "final", "oracle", "oracle, knowable", "oracle, counted"]]
+          .to_markdown(floatfmt=".4f"))
     best = max(score["popular"], score["als"])
     print(f"\nfinal / best baseline {score['final'] / best:.3f}; oracle / best baseline {score['oracle'] / best:.3f}; "
           f"knowable oracle / best baseline {score['oracle, knowable'] / best:.3f}; "
+          f"counted oracle / best baseline {score['oracle, counted'] / best:.3f}; "
           f"final / knowable oracle {score['final'] / score['oracle, knowable']:.3f}")
 
 

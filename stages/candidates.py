@@ -4,7 +4,7 @@ In:  `data/merged/{users,items,interactions}.parquet`, `data/merged/matrix_<fold
      `data/prepared/<domain>/windows.json`.
 Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_rank, recent_rank, pop_rank (ranks from
      1; missing when the item did not come from that source), als_score, als_user_norm, als_item_norm (factor
-     lengths), recent_affinity.
+     lengths), recent_affinity, als_centered_cosine, taste_plays.
      `data/candidates/<fold>_users.parquet` (domain, user_idx): the users the fold serves, with or without
      candidates; `data/candidates/<fold>_popular.parquet` (domain, rank, item_idx): the domain's recent
      popularity order. Later stages read these two small tables instead of the whole interactions table.
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, TS, USER_IDX,  # noqa: E402
+from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX,  # noqa: E402
                            WINDOW, constant_category, domain_matrix, fold_cutoff, fold_label_window, load_params,
                            read_json, read_target_idx, run_stage, section_params, seen_pairs, write_parquet)
 
@@ -120,6 +120,27 @@ def recent_taste(events: pd.DataFrame, user_factors: np.ndarray, *, cutoff: int,
     return np.asarray(taken @ user_factors, dtype=np.float32)
 
 
+def taste_plays(events: pd.DataFrame, taste: np.ndarray, *, cutoff: int, n_items: int) -> np.ndarray:
+    """Per item, the sum over its events before `cutoff` of rating x the taker's taste vector, per 1,000 of the
+    domain's ratings.
+
+    taste_vector . taste_plays[item]: how much people of this user's taste play or buy the item. Rows count a
+    (user, item) pair once however often it was taken; the rating counts the repeats (zvuk plays, smm
+    purchases), and how much an item is taken within a taste is what the next weeks repeat.
+
+    Args:
+        taste: all users x factors (centered unit ALS vectors: the taste without the popularity direction).
+
+    Returns:
+        items x factors, float32.
+    """
+    before = events[events[TS] < cutoff]
+    rating = before[RATING].to_numpy().astype(np.float32)
+    plays = sp.csr_matrix((rating, (before[ITEM_IDX].to_numpy(), before[USER_IDX].to_numpy())),
+                          shape=(n_items, taste.shape[0]))
+    return np.asarray(plays @ taste, dtype=np.float32) * np.float32(1000.0 / max(float(rating.sum()), 1e-9))
+
+
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (zero rows stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -162,7 +183,8 @@ def _row_dots(left: np.ndarray, right: np.ndarray, rows_left: np.ndarray, rows_r
 def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
                     item_recent_taste: np.ndarray, popular: np.ndarray, has_history: np.ndarray, *, n_als: int,
                     n_recent: int, n_popular: int, recent_pool: int = 0, als_pool: int = 0,
-                    user_mean: np.ndarray | float = 0.0, item_mean: np.ndarray | float = 0.0) -> pd.DataFrame:
+                    user_mean: np.ndarray | float = 0.0, item_mean: np.ndarray | float = 0.0,
+                    item_taste_plays: np.ndarray | None = None) -> pd.DataFrame:
     """Candidates of one domain for the given users.
 
     Args:
@@ -178,10 +200,12 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
         als_pool: likewise for the ALS source (0 = all). Scoring every user against every item grows with
             the square of the data; a fixed pool keeps the stage's cost linear in the number of users.
         user_mean, item_mean: the mean user and item vectors, removed for als_centered_cosine.
+        item_taste_plays: the domain's items x factors (see taste_plays, with the users' vectors centered by
+            user_mean); None: the column is NaN.
 
     Returns:
         user_idx, item_idx, als_rank, recent_rank, pop_rank, als_score, als_user_norm, als_item_norm,
-        recent_affinity, als_centered_cosine: one row per (user, candidate item).
+        recent_affinity, als_centered_cosine, taste_plays: one row per (user, candidate item).
     """
     als_users = users[has_history[users]]
     als_vectors, als_seen = user_factors[als_users], seen[als_users]
@@ -222,8 +246,10 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     cands["recent_affinity"] = _row_dots(user_factors, item_recent_taste, u, i)
     # Taste match without the direction every vector shares: ALS vectors of all users and items have a common
     # (popularity) component, and with it removed the cosine tells a user's taste cluster apart better.
-    cands["als_centered_cosine"] = _row_dots(_unit_rows(user_factors - user_mean), _unit_rows(item_factors - item_mean),
-                                             u, i)
+    user_taste = _unit_rows(user_factors - user_mean)
+    cands["als_centered_cosine"] = _row_dots(user_taste, _unit_rows(item_factors - item_mean), u, i)
+    cands["taste_plays"] = (np.full(len(cands), np.nan, np.float32) if item_taste_plays is None
+                            else _row_dots(user_taste, item_taste_plays, u, i))
     return cands
 
 
@@ -279,12 +305,13 @@ def main(argv: list[str]) -> None:
     users_map = pd.read_parquet("data/merged/users.parquet")
     items = pd.read_parquet("data/merged/items.parquet")
     interactions = pd.read_parquet("data/merged/interactions.parquet",
-                                   columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, WINDOW])
+                                   columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, RATING, WINDOW])
     matrix = sp.load_npz(f"data/merged/matrix_{args.fold}.npz").tocsr()
     user_factors = np.load(f"models/als/{args.fold}/user_factors.npy")
     item_factors = np.load(f"models/als/{args.fold}/item_factors.npy")
     has_history = np.diff(matrix.indptr) > 0
     user_mean, item_mean = mean_vector(user_factors), mean_vector(item_factors)
+    user_taste = _unit_rows(user_factors - user_mean)
     parts, fold_users, fold_popular = [], {}, {}
     for domain in DOMAINS:
         cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
@@ -295,11 +322,12 @@ def main(argv: list[str]) -> None:
         seen = domain_matrix(matrix, items, domain)
         recent = recent_taste(domain_events, user_factors, cutoff=cutoff, days=params["popular_days"],
                               n_items=len(cols))
+        plays = taste_plays(domain_events, user_taste, cutoff=cutoff, n_items=len(cols))
         cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,
-                                user_mean=user_mean, item_mean=item_mean,
+                                user_mean=user_mean, item_mean=item_mean, item_taste_plays=plays,
                                 n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"],
                                 recent_pool=params["recent_pool"], als_pool=params["als_pool"])
-        del seen, recent, domain_events
+        del seen, recent, plays, domain_events
         cands.insert(1, DOMAIN, constant_category(domain, len(cands), DOMAINS))
         log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,
                  domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))

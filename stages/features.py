@@ -30,10 +30,10 @@ FEATURES = [
     "domain_code",
     # candidate sources
     "als_score", "als_rank", "recent_rank", "pop_rank", "als_score_gap", "als_user_norm", "als_item_norm",
-    "als_cosine", "recent_affinity", "recent_affinity_share", "als_centered_cosine",
+    "als_cosine", "recent_affinity", "recent_affinity_share", "als_centered_cosine", "taste_plays",
     # item, in its domain, before the cut-off
     "item_share_1d", "item_share_3d", "item_share_7d", "item_share_30d", "item_share_all", "item_trend",
-    "item_age_days", "item_idle_days",
+    "item_age_days", "item_idle_days", "item_plays_share_7d", "item_plays_share_30d", "item_plays_share_all",
     # user
     "user_count_domain", "user_count_other", "user_count_7d", "user_idle_days", "user_idle_days_domain",
     "user_rating_domain", "user_mainstream",
@@ -41,6 +41,7 @@ FEATURES = [
 
 
 WINDOW_DAYS = {"1d": 1, "3d": 3, "7d": 7, "30d": 30}
+PLAYS_WINDOWS = ("7d", "30d", "all")
 
 
 def _group_min(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
@@ -52,17 +53,23 @@ def _group_min(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
 
 
 def _item_stats(before: pd.DataFrame, cutoff: int, n_items: int) -> dict[str, np.ndarray]:
-    """Per item of one domain (index item_idx): event counts and shares in recent windows, trend, age, idleness."""
+    """Per item of one domain (index item_idx): event counts and shares in recent windows, shares of the
+    ratings (plays, purchase strength), trend, age, idleness."""
     item = before[ITEM_IDX].to_numpy()
     age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
-    counts = {"all": np.bincount(item, minlength=n_items).astype(np.float64)}
-    for window, days in WINDOW_DAYS.items():
-        counts[window] = np.bincount(item[age <= days], minlength=n_items).astype(np.float64)
+    rating = before[RATING].to_numpy().astype(np.float64)
+    recent = {"all": np.ones(len(item), dtype=bool), **{window: age <= days for window, days in WINDOW_DAYS.items()}}
+    counts = {window: np.bincount(item[mask], minlength=n_items).astype(np.float64) for window, mask in recent.items()}
     stats = {"item_count_7d": counts["7d"]}
     # Popularity as a share of the domain's events in the window: counts grow with the service, shares
     # mean the same at the training cut-off and at the serving one.
     for window, count in counts.items():
         stats[f"item_share_{window}"] = count / max(count.sum(), 1.0) * 1000.0  # per mille
+    # A row is a (user, item) pair whatever its repeats; the rating counts them (zvuk plays, smm purchases), so
+    # its sum is a less noisy measure of how much an item is taken.
+    for window in PLAYS_WINDOWS:
+        plays = np.bincount(item[recent[window]], rating[recent[window]], minlength=n_items)
+        stats[f"item_plays_share_{window}"] = plays / max(plays.sum(), 1e-9) * 1000.0
     known = counts["all"] > 0
     # Trend: last week against the weekly average of the last 30 days, smoothed for rare items.
     stats["item_trend"] = np.where(known, (counts["7d"] + 1.0) / (counts["30d"] * 7.0 / 30.0 + 1.0), np.nan)
@@ -171,7 +178,7 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables) -> pd.DataFra
     # Taste match without popularity: ALS scores grow with item popularity, the cosine does not.
     norms = out["als_user_norm"] * out["als_item_norm"]
     out["als_cosine"] = (out["als_score"] / norms.where(norms > 0)).astype("float32")
-    for column in ("item_count_7d", *[f for f in FEATURES if f.startswith("item_share_")]):
+    for column in ("item_count_7d", *[f for f in FEATURES if f.startswith(("item_share_", "item_plays_share_"))]):
         out[column] = out[column].fillna(0).astype("float32")
     # Of the item's recent takers, how much are they like this user (recent_affinity sums their similarity).
     out["recent_affinity_share"] = (out["recent_affinity"] / (out["item_count_7d"] + 1.0)).astype("float32")

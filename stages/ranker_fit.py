@@ -40,10 +40,17 @@ GROUP_KEY = [USER_IDX, DOMAIN]  # one lambdarank query: a user's candidates in o
 TRAIN_FOLD = {"holdout": "train", "final": "holdout"}
 
 
+HASH_BUCKETS = 10_000
+
+
+def user_bucket(users: np.ndarray, seed: int) -> np.ndarray:
+    """A stable hash of user and seed into 0..HASH_BUCKETS-1: the same user lands in the same bucket every run."""
+    return (users.astype(np.uint64) * np.uint64(2654435761) + np.uint64(seed)) % np.uint64(HASH_BUCKETS)
+
+
 def split_users(users: np.ndarray, valid_share: float, seed: int) -> np.ndarray:
-    """True for users whose groups go to the early-stopping set (a stable hash of user and seed)."""
-    mixed = (users.astype(np.uint64) * np.uint64(2654435761) + np.uint64(seed)) % np.uint64(10_000)
-    return mixed < np.uint64(round(valid_share * 10_000))
+    """True for users whose groups go to the early-stopping set."""
+    return user_bucket(users, seed) < np.uint64(round(valid_share * HASH_BUCKETS))
 
 
 def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: float, num_leaves: int,

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.candidates import make_candidates, popular_items, recent_taste, target_users, top_n_items
+from stages.candidates import (make_candidates, popular_items, recent_taste, target_users, taste_plays,
+                               top_n_items)
 from tests.conftest import DAY, T0
 
 
@@ -53,6 +54,20 @@ def test_recent_taste_sums_the_vectors_of_recent_users():
                            "timestamp": [T0 - DAY, T0 - 2 * DAY, T0 - 2 * DAY, T0 - 30 * DAY]})
     taste = recent_taste(events, user_factors, cutoff=T0, days=7, n_items=3)
     assert taste.tolist() == [[1.0, 2.0], [0.0, 2.0], [0.0, 0.0]]  # user 2's event is too old
+
+
+def test_taste_plays_weighs_each_taker_by_rating_per_1000_of_the_domains_ratings():
+    taste = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    events = pd.DataFrame({"user_idx": [0, 1, 0, 1], "item_idx": [0, 0, 1, 1], "rating": [3.0, 1.0, 1.0, 5.0],
+                           "timestamp": [T0 - DAY, T0 - 2 * DAY, T0 - 40 * DAY, T0 + DAY]})
+    # before the cut-off: 5 rating units in all; item 0: 3 of user 0's, 1 of user 1's; item 1: 1 of user 0's
+    plays = taste_plays(events, taste, cutoff=T0, n_items=3)
+    np.testing.assert_allclose(plays, np.array([[600.0, 200.0], [200.0, 0.0], [0.0, 0.0]]))
+    # as a candidate column: the user's taste vector . the item's row
+    cands = make_candidates(np.array([1]), sp.csr_matrix((2, 3)), taste, np.eye(3, 2, dtype=np.float32),
+                            np.zeros((3, 2), np.float32), np.array([0, 1, 2]), np.array([True, True]),
+                            n_als=3, n_recent=0, n_popular=0, item_taste_plays=plays).set_index("item_idx")
+    assert cands.loc[0, "taste_plays"] == pytest.approx(200.0) and cands.loc[1, "taste_plays"] == 0
 
 
 def test_labelled_folds_draw_at_most_max_users_and_final_keeps_every_target():

@@ -24,7 +24,8 @@ def _candidates():
                           "pop_rank": [np.nan, 1.0, 2.0], "als_user_norm": np.float32([1.0, 1.0, 0.5]),
                           "als_item_norm": np.float32([0.3, 0.2, 0.1]), "recent_rank": [np.nan, np.nan, 1.0],
                           "recent_affinity": np.float32([0.0, 0.0, 0.4]),
-                          "als_centered_cosine": np.float32([0.9, -0.1, 0.2])})
+                          "als_centered_cosine": np.float32([0.9, -0.1, 0.2]),
+                          "taste_plays": np.float32([1.0, 0.5, 0.0])})
     frame["domain"] = pd.Categorical(frame["domain"], categories=["smm", "zvuk"])
     return frame
 
@@ -39,6 +40,11 @@ def test_features_use_only_events_before_the_cutoff_and_labels_come_from_the_win
     assert row.loc[(0, 0), "item_age_days"] == pytest.approx(40)
     assert row.loc[(0, 0), "item_idle_days"] == pytest.approx(1)
     assert row.loc[(0, 2), "item_share_all"] == 0        # item 2 appears only after the cut-off
+    # ratings before the cut-off: item 0 has 1 + 1, item 1 has 3 (the rows say 2:1, the ratings 2:3)
+    assert row.loc[(0, 0), "item_plays_share_all"] == pytest.approx(2 / 5 * 1000)
+    assert row.loc[(1, 1), "item_plays_share_all"] == pytest.approx(3 / 5 * 1000)
+    assert row.loc[(0, 0), "item_plays_share_7d"] == pytest.approx(1000)
+    assert row.loc[(0, 2), "item_plays_share_30d"] == 0
     assert row.loc[(0, 0), "user_count_domain"] == 2 and row.loc[(0, 0), "user_count_other"] == 1
     assert row.loc[(0, 0), "user_idle_days"] == pytest.approx(1)
     assert row.loc[(1, 1), "user_idle_days_domain"] == pytest.approx(40)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from benchmarks.oracle import oracle_lists, oracle_scores
+from benchmarks.oracle import counted_weights, oracle_lists, oracle_scores
 
 
 def test_oracle_scores_mix_the_taste_and_the_catalog():
@@ -24,3 +24,21 @@ def test_oracle_lists_skip_seen_items_and_follow_the_taste():
     seen = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 1]]))
     lists = oracle_lists(scores, np.array([0, 1]), seen, k=2)
     assert lists.tolist() == [[1, 2], [2, 1]]
+
+
+def test_counted_weights_keep_the_shapes_and_take_the_levels_from_the_events():
+    weights = np.array([[2.0, 0.0, 1.0],   # day 0: item 1 not released yet
+                        [2.0, 3.0, 1.0],   # day 1: its release burst
+                        [2.0, 1.5, 1.0]])  # day 2: the burst decays (the day after the cut-off)
+    # Events of days 0 and 1 in proportion to the weights, at 10 events per unit of weight a day: exact levels.
+    exact = counted_weights(weights, 10 * weights[:2] / weights[:2].sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(exact / exact[0, 0], weights / weights[0, 0])
+    # Item 2 taken twice as often as planted (at item 0's expense, so the days' totals stay): twice the level,
+    # same shape; an item never taken: nothing.
+    counts = 10 * weights[:2] / weights[:2].sum(axis=1, keepdims=True)
+    counts[:, 0] -= counts[:, 2]
+    counts[:, 2] *= 2
+    doubled = counted_weights(weights, counts)
+    np.testing.assert_allclose(doubled[:, 2], 2 * exact[:, 2])
+    counts[:, 1] = 0
+    np.testing.assert_allclose(counted_weights(weights, counts)[:, 1], 0)

@@ -20,3 +20,17 @@ def test_validate_scores_every_number_of_models_and_finds_the_planted_signal():
     scores = validate(_features(n_users=400), PARAMS, [1, 3])
     assert sorted(scores) == [1, 3]
     assert min(scores.values()) > 0.8  # the positive is the top-trend item; a random order gives about 0.45
+
+
+def test_five_folds_keep_every_user_out_once_and_the_first_fold_is_the_single_fifth():
+    from benchmarks.ranker_validation import KEPT_OUT_SEED, KEPT_OUT_SHARE, MAX_FOLDS, kept_out_fold
+    from stages.ranker_fit import split_users
+
+    users = np.arange(5000)
+    fold_of = kept_out_fold(users)
+    assert sorted(np.unique(fold_of)) == list(range(MAX_FOLDS))
+    assert np.array_equal(fold_of == 0, split_users(users, KEPT_OUT_SHARE, KEPT_OUT_SEED))
+    scores = validate(_features(n_users=400), PARAMS, [1], folds=MAX_FOLDS)
+    assert scores[1] > 0.8
+    with pytest.raises(SystemExit):
+        validate(_features(n_users=40), PARAMS, [1], folds=MAX_FOLDS + 1)
