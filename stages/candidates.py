@@ -173,11 +173,22 @@ def _pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def _row_dots(left: np.ndarray, right: np.ndarray, rows_left: np.ndarray, rows_right: np.ndarray,
               chunk: int = 1_000_000) -> np.ndarray:
     """left[rows_left[k]] . right[rows_right[k]] for every k, a chunk at a time (no n x factors copies)."""
-    out = np.empty(len(rows_left), dtype=np.float32)
-    for lo in range(0, len(out), chunk):
+    return _row_dots_many(left, [right], rows_left, rows_right, chunk)[0]
+
+
+def _row_dots_many(left: np.ndarray, rights: list[np.ndarray], rows_left: np.ndarray, rows_right: np.ndarray,
+                   chunk: int = 1_000_000) -> list[np.ndarray]:
+    """_row_dots of one left table with each of several right tables: the rows of `left` are gathered once
+    (at full size the gathers, not the products, are most of the candidates stage's time)."""
+    right = np.hstack(rights) if len(rights) > 1 else rights[0]
+    width = left.shape[1]
+    outs = [np.empty(len(rows_left), dtype=np.float32) for _ in rights]
+    for lo in range(0, len(rows_left), chunk):
         hi = lo + chunk
-        out[lo:hi] = np.einsum("ij,ij->i", left[rows_left[lo:hi]], right[rows_right[lo:hi]])
-    return out
+        left_rows, right_rows = left[rows_left[lo:hi]], right[rows_right[lo:hi]]
+        for k, out in enumerate(outs):
+            out[lo:hi] = np.einsum("ij,ij->i", left_rows, right_rows[:, k * width:(k + 1) * width])
+    return outs
 
 
 def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
@@ -238,18 +249,20 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
         column[np.searchsorted(union, keys[name])] = rank
         cands[name] = column
     u, i = cands[USER_IDX].to_numpy(), cands[ITEM_IDX].to_numpy()
-    cands["als_score"] = _row_dots(user_factors, item_factors, u, i)
+    als_score, recent_affinity = _row_dots_many(user_factors, [item_factors, item_recent_taste], u, i)
+    cands["als_score"] = als_score
     # How sure ALS is: a short user vector means little or conflicting history, a long item vector a
     # well-known item. The ranker uses them to decide how far to trust als_score over popularity.
     cands["als_user_norm"] = np.linalg.norm(user_factors, axis=1)[u].astype(np.float32)
     cands["als_item_norm"] = np.linalg.norm(item_factors, axis=1)[i].astype(np.float32)
-    cands["recent_affinity"] = _row_dots(user_factors, item_recent_taste, u, i)
+    cands["recent_affinity"] = recent_affinity
     # Taste match without the direction every vector shares: ALS vectors of all users and items have a common
     # (popularity) component, and with it removed the cosine tells a user's taste cluster apart better.
     user_taste = _unit_rows(user_factors - user_mean)
-    cands["als_centered_cosine"] = _row_dots(user_taste, _unit_rows(item_factors - item_mean), u, i)
-    cands["taste_plays"] = (np.full(len(cands), np.nan, np.float32) if item_taste_plays is None
-                            else _row_dots(user_taste, item_taste_plays, u, i))
+    taste_tables = [_unit_rows(item_factors - item_mean)] + ([] if item_taste_plays is None else [item_taste_plays])
+    taste_dots = _row_dots_many(user_taste, taste_tables, u, i)
+    cands["als_centered_cosine"] = taste_dots[0]
+    cands["taste_plays"] = taste_dots[1] if item_taste_plays is not None else np.full(len(cands), np.nan, np.float32)
     return cands
 
 
