@@ -90,6 +90,14 @@ def _known_scores(scores: np.ndarray, position: pd.Series, known: np.ndarray) ->
     return out
 
 
+def _knowable(scores: np.ndarray, unseen_items: np.ndarray) -> np.ndarray:
+    """Scores a recommender could know at the cut-off: a last row for users without history (the mean over the
+    tastes), and -inf for items with no event before it."""
+    out = np.vstack([scores, scores.mean(axis=0)])
+    out[:, unseen_items] = -np.inf
+    return out
+
+
 def _daily_counts(interactions: pd.DataFrame, domain: str, position: pd.Series, n_days: int,
                   n_positions: int) -> np.ndarray:
     """Ratings of each planted item position summed over each of the first n_days days (before the cut-off)."""
@@ -139,15 +147,14 @@ def main() -> None:
         domain_seen = domain_matrix(seen, items, domain)
         # What a recommender could know at the cut-off: only items with an event before it, and no taste for
         # a user with no event before it (their row: the scores averaged over the tastes).
-        knowable_scores = np.vstack([item_scores, item_scores.mean(axis=0)])
-        knowable_scores[:, np.bincount(domain_seen.indices, minlength=domain_seen.shape[1]) == 0] = -np.inf
+        unseen_items = np.bincount(domain_seen.indices, minlength=domain_seen.shape[1]) == 0
+        knowable_scores = _knowable(item_scores, unseen_items)
         knowable_taste = np.where(np.diff(seen.indptr)[truth_users] > 0, user_taste, len(item_scores))
         # The same, with each item's level estimated from the ratings before the cut-off.
         counted = counted_weights(weights, _daily_counts(interactions, domain, position, first, len(item_ids)))
-        counted_scores = _known_scores(oracle_scores(counted, cluster, days, sample_params["taste_strength"],
-                                                     sample_params["n_tastes"]), position, known)
-        counted_scores = np.vstack([counted_scores, counted_scores.mean(axis=0)])
-        counted_scores[np.isinf(knowable_scores)] = -np.inf
+        counted_scores = oracle_scores(counted, cluster, days, sample_params["taste_strength"],
+                                       sample_params["n_tastes"])
+        counted_scores = _knowable(_known_scores(counted_scores, position, known), unseen_items)
         row = {"domain": domain, "truth users": len(truth_users)}
         for name, (table_, taste_) in {"oracle": (item_scores, user_taste),
                                        "oracle, knowable": (knowable_scores, knowable_taste),

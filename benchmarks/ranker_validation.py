@@ -24,7 +24,7 @@ import yaml
 
 from stages.common import DOMAIN, ITEM_IDX, K, USER_IDX, load_params, section_params
 from stages.evaluate import per_user_metrics
-from stages.ranker_fit import HASH_BUCKETS, fit_ranker, user_bucket
+from stages.ranker_fit import HASH_BUCKETS, fit_ranker, model_scores, user_bucket
 
 KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
 MAX_FOLDS = round(1 / KEPT_OUT_SHARE)
@@ -58,8 +58,7 @@ def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], fol
         boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
         if boosters is None:
             raise SystemExit("benchmarks.ranker_validation: no group with a positive label to learn from")
-        each = [b.predict(test[meta["features"]], num_iteration=n)
-                for b, n in zip(boosters, meta["best_iterations"])]
+        each = model_scores(boosters, meta, test)
         tests.append(test)
         for n in models:
             scores[n].append(np.mean(each[:n], axis=0))

@@ -134,9 +134,9 @@ def taste_plays(events: pd.DataFrame, taste: np.ndarray, *, cutoff: int, n_items
     Returns:
         items x factors, float32.
     """
-    before = events[events[TS] < cutoff]
-    rating = before[RATING].to_numpy().astype(np.float32)
-    plays = sp.csr_matrix((rating, (before[ITEM_IDX].to_numpy(), before[USER_IDX].to_numpy())),
+    before = events[TS].to_numpy() < cutoff  # arrays, not a copy of the domain's whole event frame
+    rating = events[RATING].to_numpy()[before].astype(np.float32)
+    plays = sp.csr_matrix((rating, (events[ITEM_IDX].to_numpy()[before], events[USER_IDX].to_numpy()[before])),
                           shape=(n_items, taste.shape[0]))
     return np.asarray(plays @ taste, dtype=np.float32) * np.float32(1000.0 / max(float(rating.sum()), 1e-9))
 
@@ -194,7 +194,7 @@ def _row_dots_many(left: np.ndarray, rights: list[np.ndarray], rows_left: np.nda
 def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
                     item_recent_taste: np.ndarray, popular: np.ndarray, has_history: np.ndarray, *, n_als: int,
                     n_recent: int, n_popular: int, recent_pool: int = 0, als_pool: int = 0,
-                    user_mean: np.ndarray | float = 0.0, item_mean: np.ndarray | float = 0.0,
+                    user_taste: np.ndarray | None = None, item_mean: np.ndarray | float = 0.0,
                     item_taste_plays: np.ndarray | None = None) -> pd.DataFrame:
     """Candidates of one domain for the given users.
 
@@ -210,9 +210,11 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
             size scoring every item twice (ALS and recent) doubled the stage's time.
         als_pool: likewise for the ALS source (0 = all). Scoring every user against every item grows with
             the square of the data; a fixed pool keeps the stage's cost linear in the number of users.
-        user_mean, item_mean: the mean user and item vectors, removed for als_centered_cosine.
-        item_taste_plays: the domain's items x factors (see taste_plays, with the users' vectors centered by
-            user_mean); None: the column is NaN.
+        user_taste: all users x factors, the users' ALS vectors with the mean user vector removed, at unit
+            length (see taste_plays); None: user_factors at unit length.
+        item_mean: the mean item vector, removed for als_centered_cosine.
+        item_taste_plays: the domain's items x factors (see taste_plays, made with `user_taste`); None: the
+            column is NaN.
 
     Returns:
         user_idx, item_idx, als_rank, recent_rank, pop_rank, als_score, als_user_norm, als_item_norm,
@@ -258,11 +260,14 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     cands["recent_affinity"] = recent_affinity
     # Taste match without the direction every vector shares: ALS vectors of all users and items have a common
     # (popularity) component, and with it removed the cosine tells a user's taste cluster apart better.
-    user_taste = _unit_rows(user_factors - user_mean)
-    taste_tables = [_unit_rows(item_factors - item_mean)] + ([] if item_taste_plays is None else [item_taste_plays])
+    if user_taste is None:
+        user_taste = _unit_rows(user_factors)
+    taste_tables = [_unit_rows(item_factors - item_mean)]
+    if item_taste_plays is not None:
+        taste_tables.append(item_taste_plays)
     taste_dots = _row_dots_many(user_taste, taste_tables, u, i)
     cands["als_centered_cosine"] = taste_dots[0]
-    cands["taste_plays"] = taste_dots[1] if item_taste_plays is not None else np.full(len(cands), np.nan, np.float32)
+    cands["taste_plays"] = taste_dots[1] if len(taste_dots) > 1 else np.full(len(cands), np.nan, np.float32)
     return cands
 
 
@@ -323,8 +328,8 @@ def main(argv: list[str]) -> None:
     user_factors = np.load(f"models/als/{args.fold}/user_factors.npy")
     item_factors = np.load(f"models/als/{args.fold}/item_factors.npy")
     has_history = np.diff(matrix.indptr) > 0
-    user_mean, item_mean = mean_vector(user_factors), mean_vector(item_factors)
-    user_taste = _unit_rows(user_factors - user_mean)
+    user_taste = _unit_rows(user_factors - mean_vector(user_factors))  # once for both domains
+    item_mean = mean_vector(item_factors)
     parts, fold_users, fold_popular = [], {}, {}
     for domain in DOMAINS:
         cols = items.loc[items[DOMAIN] == domain, COL].to_numpy()
@@ -337,7 +342,7 @@ def main(argv: list[str]) -> None:
                               n_items=len(cols))
         plays = taste_plays(domain_events, user_taste, cutoff=cutoff, n_items=len(cols))
         cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,
-                                user_mean=user_mean, item_mean=item_mean, item_taste_plays=plays,
+                                user_taste=user_taste, item_mean=item_mean, item_taste_plays=plays,
                                 n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"],
                                 recent_pool=params["recent_pool"], als_pool=params["als_pool"])
         del seen, recent, plays, domain_events

@@ -58,7 +58,8 @@ def _item_stats(before: pd.DataFrame, cutoff: int, n_items: int) -> dict[str, np
     item = before[ITEM_IDX].to_numpy()
     age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
     rating = before[RATING].to_numpy().astype(np.float64)
-    recent = {"all": np.ones(len(item), dtype=bool), **{window: age <= days for window, days in WINDOW_DAYS.items()}}
+    # slice(None) for all time: a view, no copy of the whole domain's arrays
+    recent = {"all": slice(None), **{window: age <= days for window, days in WINDOW_DAYS.items()}}
     counts = {window: np.bincount(item[mask], minlength=n_items).astype(np.float64) for window, mask in recent.items()}
     stats = {"item_count_7d": counts["7d"]}
     # Popularity as a share of the domain's events in the window: counts grow with the service, shares

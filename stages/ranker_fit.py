@@ -140,15 +140,20 @@ def _fit_one(rows: pd.DataFrame, *, seed: int, n_estimators: int, learning_rate:
     return booster, valid_rows
 
 
+def model_scores(boosters: list, meta: dict, features: pd.DataFrame) -> list[np.ndarray]:
+    """Each model's scores for candidate rows, at its best iteration."""
+    X = features[meta["features"]]
+    return [booster.predict(X, num_iteration=best) for booster, best in zip(boosters, meta["best_iterations"])]
+
+
 def score_candidates(boosters: list | None, meta: dict, features: pd.DataFrame) -> np.ndarray:
     """Ranker scores for candidate rows (higher is better): the mean over the models, each at its best
     iteration; the fallback uses the ALS score."""
     if meta["kind"] == "als_score" or not boosters:
         return features["als_score"].to_numpy(dtype=np.float64)
-    X = features[meta["features"]]
     total = np.zeros(len(features))
-    for booster, best in zip(boosters, meta["best_iterations"]):
-        total += booster.predict(X, num_iteration=best)
+    for scores in model_scores(boosters, meta, features):
+        total += scores
     return total / len(boosters)
 
 
