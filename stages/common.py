@@ -51,6 +51,11 @@ def fold_cutoff(windows: dict[str, int], fold: str) -> int:
     return {"train": windows["label_start"], "holdout": windows["holdout_start"], "final": windows["end"] + 1}[fold]
 
 
+def horizon_of(windows: dict[str, int]) -> int:
+    """eval.horizon_days as prepare laid out the windows (the holdout window's length), in whole days."""
+    return max(1, round((windows["end"] + 1 - windows["holdout_start"]) / NS_PER_DAY))
+
+
 def fold_label_window(fold: str) -> str | None:
     """The window whose events a fold is judged on (None: the real, unknown future)."""
     return {"train": "label", "holdout": "holdout", "final": None}[fold]

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.common import (DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX, WINDOW, atomic_path,
-                           fold_cutoff, fold_label_window, progress, read_json, run_stage)
+                           fold_cutoff, fold_label_window, horizon_of, progress, read_json, run_stage)
 
 log = logging.getLogger("pipeline.features")
 
@@ -34,6 +34,7 @@ FEATURES = [
     # item, in its domain, before the cut-off
     "item_share_1d", "item_share_3d", "item_share_7d", "item_share_30d", "item_share_all", "item_trend",
     "item_age_days", "item_idle_days", "item_plays_share_7d", "item_plays_share_30d", "item_plays_share_all",
+    "item_forecast",
     # user
     "user_count_domain", "user_count_other", "user_count_7d", "user_idle_days", "user_idle_days_domain",
     "user_rating_domain", "user_mainstream",
@@ -42,6 +43,10 @@ FEATURES = [
 
 WINDOW_DAYS = {"1d": 1, "3d": 3, "7d": 7, "30d": 30}
 PLAYS_WINDOWS = ("7d", "30d", "all")
+# Chain-ladder forecast: items first seen in the data's first days may be old items (their release is unknown),
+# and a development factor needs enough items behind it.
+FORECAST_MARGIN_DAYS = 7
+FORECAST_MIN_ITEMS = 20
 
 
 def _group_min(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
@@ -52,9 +57,65 @@ def _group_min(keys: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _item_stats(before: pd.DataFrame, cutoff: int, n_items: int) -> dict[str, np.ndarray]:
+def chain_ladder_forecast(item: np.ndarray, age: np.ndarray, rating: np.ndarray, n_items: int,
+                          horizon_days: int) -> np.ndarray:
+    """Each item's expected share of its domain's ratings over the next `horizon_days` (daily shares summed,
+    per mille), by the chain-ladder method of claims reserving: what an item took so far, times how much items
+    first seen as long ago went on to take next.
+
+    A new item's popularity bursts after its release and decays; a share over any one window mistakes where it
+    stands on that curve. The curve is learnt from the data before the cut-off: the development factor of age
+    a is the ratings share that items took in their first a+1 days over their first a days (items seen at least
+    a+1 days, first seen after the data's first FORECAST_MARGIN_DAYS). An item first seen A days ago takes its
+    share so far x (product of the factors of ages A..A+h-1, less one). Items first seen in the data's first
+    days, and those whose factors rest on fewer than FORECAST_MIN_ITEMS items, are taken as flat: their mean
+    daily share x h.
+
+    Args:
+        item: item_idx of each event before the cut-off (one domain).
+        age: days from each event to the cut-off (> 0).
+        rating: each event's rating (a row's repeats; the share is of the ratings, like item_plays_share_*).
+        horizon_days: h, whole days.
+    """
+    forecast = np.zeros(n_items)
+    if len(item) == 0:
+        return forecast
+    back = age.astype(np.int64)  # whole days before the cut-off, 0 = its last day (age > 0: floor)
+    n_days = int(back.max()) + 1
+    share = rating / np.bincount(back, rating, minlength=n_days)[back]
+    first_back = np.full(n_items, -1, dtype=np.int64)
+    np.maximum.at(first_back, item, back)
+    observed = first_back + 1  # days from an item's first event to the cut-off (0: never seen)
+    taken = np.bincount(item, share, minlength=n_items)
+    new = (observed > 0) & (observed <= n_days - FORECAST_MARGIN_DAYS)
+    # taken_by[a, A]: share taken at item ages < a by the new items observed A days, summed over A' >= A
+    of_new = new[item]
+    cell = (first_back[item] - back)[of_new] * (n_days + 1) + observed[item[of_new]]
+    by_age = np.bincount(cell, share[of_new], minlength=(n_days + 1) ** 2).reshape(n_days + 1, n_days + 1)
+    taken_by = np.vstack([np.zeros(n_days + 1), np.cumsum(by_age, axis=0)])
+    taken_by = np.cumsum(taken_by[:, ::-1], axis=1)[:, ::-1]
+    items_by = np.cumsum(np.bincount(observed[new], minlength=n_days + 1)[::-1])[::-1]  # new items seen >= A days
+    ages = np.arange(1, n_days)
+    before_a, before_a1 = taken_by[ages, ages + 1], taken_by[ages + 1, ages + 1]
+    known = (items_by[ages + 1] >= FORECAST_MIN_ITEMS) & (before_a > 0)
+    log_factor = np.zeros(n_days + 1)  # index a: log factor of age a (0 where unknown)
+    log_factor[ages[known]] = np.log(before_a1[known] / before_a[known])
+    unknown = np.ones(n_days + 1)
+    unknown[ages[known]] = 0
+    cum_log = np.r_[0.0, np.cumsum(log_factor)]  # cum_log[a] = sum of the log factors of ages < a
+    cum_unknown = np.r_[0.0, np.cumsum(unknown)]
+    seen = observed > 0
+    forecast[seen] = taken[seen] / observed[seen] * horizon_days  # flat
+    end = observed + horizon_days
+    developed = new & (end <= n_days) & (cum_unknown[np.minimum(end, n_days)] == cum_unknown[observed])
+    growth = np.exp(cum_log[end[developed]] - cum_log[observed[developed]]) - 1.0
+    forecast[developed] = taken[developed] * growth
+    return forecast * 1000.0
+
+
+def _item_stats(before: pd.DataFrame, cutoff: int, n_items: int, horizon_days: int) -> dict[str, np.ndarray]:
     """Per item of one domain (index item_idx): event counts and shares in recent windows, shares of the
-    ratings (plays, purchase strength), trend, age, idleness."""
+    ratings (plays, purchase strength), trend, age, idleness, and a forecast of the share over the horizon."""
     item = before[ITEM_IDX].to_numpy()
     age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
     rating = before[RATING].to_numpy().astype(np.float64)
@@ -76,6 +137,7 @@ def _item_stats(before: pd.DataFrame, cutoff: int, n_items: int) -> dict[str, np
     stats["item_trend"] = np.where(known, (counts["7d"] + 1.0) / (counts["30d"] * 7.0 / 30.0 + 1.0), np.nan)
     stats["item_age_days"] = -_group_min(item, -age, n_items)
     stats["item_idle_days"] = _group_min(item, age, n_items)
+    stats["item_forecast"] = chain_ladder_forecast(item, age, rating, n_items, horizon_days)
     return {name: values.astype(np.float32) for name, values in stats.items()}
 
 
@@ -119,14 +181,16 @@ def _triple_key(user: np.ndarray, domain_code: np.ndarray, item: np.ndarray) -> 
     return (user.astype(np.int64) * len(DOMAINS) + domain_code) * 2**31 + item
 
 
-def feature_tables(interactions: pd.DataFrame, *, cutoff: int, label_window: str | None) -> FeatureTables:
-    """Statistics from events with timestamp < cutoff, and the labels of `label_window`."""
+def feature_tables(interactions: pd.DataFrame, *, cutoff: int, label_window: str | None,
+                   horizon_days: int) -> FeatureTables:
+    """Statistics from events with timestamp < cutoff (forecasts over `horizon_days`), and the labels of
+    `label_window`."""
     before = interactions[interactions[TS] < cutoff]
     items = {}
     for domain in DOMAINS:
         in_domain = interactions[ITEM_IDX].to_numpy()[(interactions[DOMAIN] == domain).to_numpy()]
         n_items = int(in_domain.max()) + 1 if len(in_domain) else 0
-        items[domain] = _item_stats(before[before[DOMAIN] == domain], cutoff, n_items)
+        items[domain] = _item_stats(before[before[DOMAIN] == domain], cutoff, n_items, horizon_days)
     n_users = int(interactions[USER_IDX].max()) + 1 if len(interactions) else 0
     truth = None
     if label_window is not None:
@@ -193,7 +257,7 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables) -> pd.DataFra
 
 
 def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutoff: int,
-                  label_window: str | None) -> pd.DataFrame:
+                  label_window: str | None, horizon_days: int) -> pd.DataFrame:
     """Join candidates with item, user and source features, and label them.
 
     Args:
@@ -201,11 +265,13 @@ def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutof
         interactions: user_idx, domain, item_idx, timestamp, rating, window (all events).
         cutoff: features use events with timestamp < cutoff only.
         label_window: the window whose events are the labels, or None for no labels.
+        horizon_days: how far ahead the recommendations must hold (the item_forecast window).
 
     Returns:
         candidates with FEATURES columns and an int8 `label`, same row order.
     """
-    return join_features(candidates, feature_tables(interactions, cutoff=cutoff, label_window=label_window))
+    return join_features(candidates, feature_tables(interactions, cutoff=cutoff, label_window=label_window,
+                                                       horizon_days=horizon_days))
 
 
 CHUNK_ROWS = 2_000_000
@@ -235,7 +301,7 @@ def main(argv: list[str]) -> None:
     interactions = pd.read_parquet("data/merged/interactions.parquet",
                                    columns=[USER_IDX, DOMAIN, ITEM_IDX, TS, RATING, WINDOW])
     tables = feature_tables(interactions, cutoff=fold_cutoff(windows, args.fold),
-                            label_window=fold_label_window(args.fold))
+                            label_window=fold_label_window(args.fold), horizon_days=horizon_of(windows))
     del interactions
     candidates = pd.read_parquet(f"data/candidates/{args.fold}.parquet")
     candidates = candidates.sort_values([USER_IDX, DOMAIN, ITEM_IDX], kind="stable").reset_index(drop=True)

@@ -31,7 +31,7 @@ def _candidates():
 
 
 def test_features_use_only_events_before_the_cutoff_and_labels_come_from_the_window():
-    out = make_features(_candidates(), _interactions(), cutoff=CUTOFF, label_window="label")
+    out = make_features(_candidates(), _interactions(), cutoff=CUTOFF, label_window="label", horizon_days=7)
     assert list(out.columns) == ["user_idx", "domain", "item_idx", *FEATURES, "label"]
     row = out.set_index(["user_idx", "item_idx"])
     # smm before the cut-off: item 0 by users 0 (1 day ago) and 1 (40 days ago), item 1 by user 0 (10 days ago)
@@ -53,7 +53,7 @@ def test_features_use_only_events_before_the_cutoff_and_labels_come_from_the_win
 
 
 def test_no_label_window_means_no_labels():
-    out = make_features(_candidates(), _interactions(), cutoff=CUTOFF, label_window=None)
+    out = make_features(_candidates(), _interactions(), cutoff=CUTOFF, label_window=None, horizon_days=7)
     assert out["label"].tolist() == [0, 0, 0]
 
 
@@ -66,3 +66,34 @@ def test_user_chunks_cover_every_row_once_and_never_split_a_user():
     for a, b in zip(chunks[:-1], chunks[1:]):
         assert users[a.stop - 1] != users[b.start]
     assert _user_chunks(users[:0], rows=3) == []
+
+
+def test_chain_ladder_forecast_recovers_a_shared_decay_and_keeps_old_items_flat():
+    from stages.features import chain_ladder_forecast
+
+    # 60 days; one old item (item 0) fills every day up to 1,000 ratings, so daily shares are ratings / 1,000.
+    # New items 1..41 are first seen on days 10..50 and all follow one decaying shape at their own level.
+    n_days, horizon = 60, 5
+    shape = lambda age: 1.0 + 8.0 * np.exp(-age / 4.0)  # noqa: E731
+    level = {1 + j: 1.0 + j % 7 for j in range(41)}
+    first_day = {1 + j: 10 + j for j in range(41)}
+    days, items, ratings = [], [], []
+    for day in range(n_days):
+        taken = 0.0
+        for i in level:
+            if day >= first_day[i]:
+                days.append(day), items.append(i), ratings.append(level[i] * shape(day - first_day[i]))
+                taken += ratings[-1]
+        days.append(day), items.append(0), ratings.append(1000.0 - taken)
+    days, items, ratings = np.array(days), np.array(items), np.array(ratings)
+    age = n_days - days - 0.5  # days before the cut-off at the end of day 59
+    forecast = chain_ladder_forecast(items, age, ratings, 43, horizon)
+
+    youngest = 41  # first seen on day 50: ten days observed
+    expected = level[youngest] * sum(shape(a) for a in range(10, 10 + horizon))  # / 1,000 shares, per mille
+    assert forecast[youngest] == pytest.approx(expected, rel=1e-9)
+    # the old item: its mean daily share x the horizon
+    assert forecast[0] == pytest.approx(ratings[items == 0].sum() / n_days * horizon, rel=1e-9)
+    # item 1 (50 days observed): its factors would need items seen 55 days, which no new item is: flat
+    assert forecast[1] == pytest.approx(ratings[items == 1].sum() / 50 * horizon, rel=1e-9)
+    assert forecast[42] == 0  # never seen

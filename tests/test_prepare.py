@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.common import PipelineError
+from stages.common import PipelineError, horizon_of
 from stages.prepare import merge_history, prepare_domain, split_windows, time_windows, validate_interactions
 from tests.conftest import DAY, T0, smm_frame, zvuk_frame
 
@@ -47,6 +47,7 @@ def test_merge_history_drops_copies_and_aggregates_repeats(caplog):
 def test_windows_split_history_label_holdout():
     end = T0 + 30 * DAY
     windows = time_windows(end, horizon_days=7)
+    assert horizon_of(windows) == 7  # what the features stage reads back as the forecast horizon
     events = validate_interactions(smm_frame([(1_000_001, 10, 0, 1.5), (1_000_001, 11, 16, 1.5),
                                               (1_000_001, 12, 17, 1.5), (1_000_001, 13, 24, 1.5),
                                               (1_000_001, 14, 30, 1.5)]), domain="smm", name="t")
