@@ -151,10 +151,7 @@ def score_candidates(boosters: list | None, meta: dict, features: pd.DataFrame) 
     iteration; the fallback uses the ALS score."""
     if meta["kind"] == "als_score" or not boosters:
         return features["als_score"].to_numpy(dtype=np.float64)
-    total = np.zeros(len(features))
-    for scores in model_scores(boosters, meta, features):
-        total += scores
-    return total / len(boosters)
+    return np.mean(model_scores(boosters, meta, features), axis=0)
 
 
 def load_ranker(directory: str | Path) -> tuple[list | None, dict]:
