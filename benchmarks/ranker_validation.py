@@ -1,14 +1,17 @@
-"""Benchmark: ranker variants judged on the train fold only, so that ranker settings are chosen without the holdout.
+"""Benchmark: ranker variants judged on the train fold only, so that settings are chosen without the holdout.
 
     dvc repro && python -m benchmarks.ranker_validation [--models 1,3,5,10] [--folds 5] [--set learning_rate=0.05 ...]
 
 The holdout ranker learns on `data/features/train.parquet` (labels: the label window). Here a fixed fifth of its
 users (a hash of the user with a seed of its own) is kept out of every model; up to max(--models) models are
 fitted on the other users exactly as `stages.ranker_fit` fits them (each early-stopped on its own held-out
-users), and the mean score of the first n models ranks the kept-out users' candidates. The table gives NDCG@10
-of those rankings against the labels, over the kept-out users with a positive, for each n: the score
-`ranker.n_models` was chosen by (see docs/experiments.md). It measures stage two only: a truth item that
-is not among the candidates counts for nobody here.
+users), and the mean score of the first n models ranks the kept-out users' candidates. For each n the table
+gives two NDCG@10 figures of those rankings:
+- stage two: against the labels, over the kept-out users with a positive among their candidates (a truth item
+  that is not among the candidates counts for nobody): the score `ranker.n_models` was chosen by;
+- whole model: against everything the kept-out users took in the label window (as `stages.evaluate` scores the
+  holdout: every truth user, truth items outside the candidates are misses), the geometric mean of the domains.
+  This one also judges stage one, so candidate and ALS settings can be chosen on it (see docs/experiments.md).
 
 `--folds 5` repeats this for each of the five fifths (the first is the fifth above), so that every user is
 kept out once and scored by models that never saw them: five times the fits, and a score over all the users
@@ -20,10 +23,13 @@ import argparse
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import yaml
 
-from stages.common import DOMAIN, ITEM_IDX, K, USER_IDX, load_params, section_params
-from stages.evaluate import per_user_metrics
+from stages.candidates import read_fold_users
+from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, fold_label_window, load_params,
+                           section_params)
+from stages.evaluate import per_user_metrics, scored_truth
 from stages.ranker_fit import HASH_BUCKETS, fit_ranker, model_scores, user_bucket
 
 KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
@@ -40,14 +46,29 @@ def candidate_ndcg(frame: pd.DataFrame, scores: np.ndarray, k: int = K) -> float
     return float(pd.concat(ndcg).mean())
 
 
+def whole_model_ndcg(frame: pd.DataFrame, scores: np.ndarray, truth: dict[str, pd.DataFrame], k: int = K) -> float:
+    """Geometric mean over the domains of the mean NDCG@k of the truth users among frame's users (every
+    labelled user has candidates: popular ones at least), the candidates ordered by `scores` (truth: user_idx,
+    item_idx per domain; a truth user without candidates in one domain scores 0 there)."""
+    ranked = frame[[USER_IDX, DOMAIN, ITEM_IDX]].assign(rank=-scores)
+    users = np.unique(frame[USER_IDX].to_numpy())
+    means = []
+    for domain in DOMAINS:
+        lists = ranked[ranked[DOMAIN] == domain]
+        mine = truth[domain][np.isin(truth[domain][USER_IDX].to_numpy(), users)]
+        means.append(float(per_user_metrics(lists, mine, k)["ndcg"].mean()) if len(mine) else 0.0)
+    return float(np.sqrt(means[0] * means[1]))
+
+
 def kept_out_fold(users: np.ndarray) -> np.ndarray:
     """Which fifth (0..MAX_FOLDS-1) each user is kept out in: a hash of the user with the benchmark's own seed."""
     return user_bucket(users, KEPT_OUT_SEED) * MAX_FOLDS // HASH_BUCKETS
 
 
-def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1) -> dict[int, float]:
-    """NDCG@10 on the kept-out users for the mean of the first n models, for each n in `models`; with
-    folds > 1, each of the first `folds` fifths of the users is kept out in turn and scored by its own models."""
+def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1
+                    ) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """The rows of the kept-out users of the first `folds` fifths, and for each n in `models` their scores by
+    the mean of the first n models fitted without them."""
     if not 1 <= folds <= MAX_FOLDS:
         raise SystemExit(f"benchmarks.ranker_validation: --folds must be 1..{MAX_FOLDS}, got {folds}")
     fold_of = kept_out_fold(features[USER_IDX].to_numpy())
@@ -62,8 +83,24 @@ def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], fol
         tests.append(test)
         for n in models:
             scores[n].append(np.mean(each[:n], axis=0))
-    test = pd.concat(tests)
-    return {n: candidate_ndcg(test, np.concatenate(scores[n])) for n in models}
+    return pd.concat(tests), {n: np.concatenate(parts) for n, parts in scores.items()}
+
+
+def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1) -> dict[int, float]:
+    """Stage-two NDCG@10 (candidate_ndcg) on the kept-out users for the mean of the first n models, for each n
+    in `models`; with folds > 1, each of the first `folds` fifths of the users is kept out in turn."""
+    test, scores = kept_out_scores(features, ranker_params, models, folds)
+    return {n: candidate_ndcg(test, score) for n, score in scores.items()}
+
+
+def train_fold_truth(directory: str = "data") -> dict[str, pd.DataFrame]:
+    """What the train fold's users took in the label window, on items new to them (as stages.evaluate)."""
+    interactions = pd.read_parquet(f"{directory}/merged/interactions.parquet",
+                                   columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
+    items = pd.read_parquet(f"{directory}/merged/items.parquet")
+    seen = sp.load_npz(f"{directory}/merged/matrix_train.npz").tocsr()
+    return {d: scored_truth(interactions, seen, items, d, fold_label_window("train"),
+                            read_fold_users(f"{directory}/candidates", "train", d)) for d in DOMAINS}
 
 
 def main() -> None:
@@ -82,13 +119,14 @@ def main() -> None:
         params[key] = yaml.safe_load(value)
     models = sorted({int(n) for n in args.models.split(",")})
     features = pd.read_parquet("data/features/train.parquet")
-    scores = validate(features, params, models, args.folds)
+    test, scores = kept_out_scores(features, params, models, args.folds)
+    truth = train_fold_truth()
     overrides = ", ".join(args.set) or "params.yaml as it is"
     print(f"Ranker validation on the train fold ({overrides}, {args.folds} of {MAX_FOLDS} fifths kept out in "
-          f"turn): NDCG@10 of the candidates of the kept-out users\n")
-    print("| models | NDCG@10 |\n|---:|---:|")
+          f"turn): NDCG@10 of the kept-out users\n")
+    print("| models | stage two (candidates) | whole model |\n|---:|---:|---:|")
     for n, score in scores.items():
-        print(f"| {n} | {score:.4f} |")
+        print(f"| {n} | {candidate_ndcg(test, score):.4f} | {whole_model_ndcg(test, score, truth):.4f} |")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,7 @@ PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "als.iterations": (1, None, True, False),
     "als.alpha": (0.0, None, False, True),
     "als.seed": (0, None, True, False),
+    "als.other_domain_weight": (0.0, 1.0, False, False),
     "candidates.n_als": (1, None, True, False),
     "candidates.n_recent": (0, None, True, False),
     "candidates.n_popular": (1, None, True, False),

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from stages.als_fit import fit_als
+from stages.als_fit import _fit_implicit, _fit_weighted, _user_groups, fit_als
 from stages.candidates import top_n_items
 from stages.common import PipelineError
 
-PARAMS = dict(factors=4, regularization=0.01, iterations=15, alpha=10.0, seed=1)
+PARAMS = dict(factors=4, regularization=0.01, iterations=15, alpha=10.0, seed=1, other_domain_weight=1.0)
 
 
 def _planted(n_groups=4, users_per_group=30, items_per_group=12, seed=0):
@@ -71,3 +71,77 @@ def test_same_seed_same_factors():
 def test_bad_factors_rejected():
     with pytest.raises(PipelineError, match=r"als.factors=0 is out of range: must be an integer >= 1"):
         fit_als(_planted(), **{**PARAMS, "factors": 0})
+
+
+def _two_domains(n_groups=4, users_per_group=30, items_per_domain=6, only_share=0.5, seed=0):
+    """Planted tastes shared by two domains: group g's users take group g's items of each domain they use.
+    Columns: domain 0 (items of group 0, 1, ...) then domain 1 likewise. Of each group, the first `only_share`
+    of the users use domain 0 only, the rest both domains. Returns (matrix, item domain, users of domain 0
+    only, group of each user)."""
+    rng = np.random.default_rng(seed)
+    n_items = n_groups * items_per_domain
+    rows, cols, only, group = [], [], [], []
+    for g in range(n_groups):
+        for u in range(users_per_group):
+            user = g * users_per_group + u
+            group.append(g)
+            domains = (0,) if u < users_per_group * only_share else (0, 1)
+            if domains == (0,):
+                only.append(user)
+            for d in domains:
+                chosen = rng.choice(items_per_domain, size=items_per_domain - 1, replace=False)
+                rows += [user] * len(chosen)
+                cols += list(d * n_items + g * items_per_domain + chosen)
+    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                           shape=(n_groups * users_per_group, 2 * n_items))
+    return matrix, np.repeat([0, 1], n_items), np.array(only), np.array(group)
+
+
+def test_weighted_loop_with_weight_one_is_implicit_bit_for_bit():
+    """The loop behind other_domain_weight < 1 is implicit's own (start values, solver, order): with w = 1 it
+    must give exactly implicit's factors, users grouped by domain or not."""
+    matrix, domain, _, _ = _two_domains()
+    matrix = matrix.tolil()
+    matrix[5, :] = 0  # a user with no event at all
+    matrix = matrix.tocsr()
+    matrix.eliminate_zeros()
+    args = (4, 0.01, 6, 10.0, 3, 2)
+    expected = _fit_implicit(matrix, *args)
+    got = _fit_weighted(matrix, domain, 1.0, *args)
+    assert len(_user_groups(matrix, domain, 1.0)) == 2  # domain 0 only, both (with the user without events)
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+
+
+def test_user_groups_scale_the_items_of_unused_domains():
+    matrix, domain, only, _ = _two_domains(only_share=0.7)  # 84 users of domain 0 only, 36 of both
+    groups = {len(rows): (rows, scale) for rows, _, scale in _user_groups(matrix, domain, 0.25)}
+    rows, scale = groups[len(only)]
+    assert np.array_equal(rows, only)
+    assert np.array_equal(scale, np.where(domain == 0, 1.0, 0.5).astype(np.float32))  # sqrt(0.25)
+    both = groups[matrix.shape[0] - len(only)][1]
+    assert (both == 1.0).all()
+
+
+def test_other_domain_weight_zero_carries_the_taste_to_the_unused_domain():
+    """Users of domain 0 only must get their group's domain-1 items first: their taste reaches the other domain
+    through the users of both, even when no implied negative of theirs lies in it (w = 0)."""
+    matrix, domain, only, group = _two_domains(only_share=0.7)
+    n_items = (domain == 0).sum()
+    params = {**PARAMS, "factors": 4, "other_domain_weight": 0.0}
+    users, items = fit_als(matrix, **params, item_domain=domain)
+    zvuk = np.flatnonzero(domain == 1)
+    top, _ = top_n_items(users[only], items[zvuk], sp.csr_matrix((len(only), len(zvuk))), n=6)
+    assert ((zvuk[top] - n_items) // 6 == group[only][:, None]).all()
+
+
+def test_other_domain_weight_changes_only_users_of_one_domain_and_is_checked():
+    matrix, domain, _, _ = _two_domains()
+    plain = fit_als(matrix, **PARAMS, item_domain=domain)
+    weighted = fit_als(matrix, **{**PARAMS, "other_domain_weight": 0.0}, item_domain=domain)
+    assert not np.array_equal(plain[0], weighted[0])
+    assert np.array_equal(fit_als(matrix, **PARAMS)[0], plain[0])  # no item_domain: one domain, plain ALS
+    with pytest.raises(PipelineError, match=r"als.other_domain_weight=1.5 is out of range: must be a number >= 0.0 "
+                                            r"and <= 1.0"):
+        fit_als(matrix, **{**PARAMS, "other_domain_weight": 1.5}, item_domain=domain)
+    with pytest.raises(PipelineError, match="3 item domains for a matrix of 48 items"):
+        fit_als(matrix, **PARAMS, item_domain=np.zeros(3))

@@ -18,7 +18,7 @@ PARAMS = """data:
   raw_dir: raw
 eval:
   horizon_days: 7
-als: {factors: %s, regularization: 0.1, iterations: 5, alpha: 2.0, seed: 1}
+als: {factors: %s, regularization: 0.1, iterations: 5, alpha: 2.0, other_domain_weight: 0.0, seed: 1}
 """
 
 
@@ -147,7 +147,7 @@ def test_every_numeric_param_has_a_rule_that_names_it():
 def test_misspelt_or_missing_param_key_is_named():
     from stages.common import PipelineError, section_params
 
-    als = dict(factors=8, regularization=0.1, iterations=5, alpha=2.0, seed=1)
+    als = dict(factors=8, regularization=0.1, iterations=5, alpha=2.0, other_domain_weight=0.0, seed=1)
     assert section_params({"als": als}, "als") == als
     with pytest.raises(PipelineError, match="unknown key als.factor "):
         section_params({"als": {**als, "factor": 8}}, "als")

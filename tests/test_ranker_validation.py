@@ -34,3 +34,15 @@ def test_five_folds_keep_every_user_out_once_and_the_first_fold_is_the_single_fi
     assert scores[1] > 0.8
     with pytest.raises(SystemExit):
         validate(_features(n_users=40), PARAMS, [1], folds=MAX_FOLDS + 1)
+
+
+def test_whole_model_ndcg_by_hand():
+    from benchmarks.ranker_validation import whole_model_ndcg
+
+    frame = pd.DataFrame({"user_idx": [0, 0, 1, 0], "domain": ["smm", "smm", "smm", "zvuk"], "item_idx": [5, 6, 5, 9]})
+    scores = np.array([1.0, 2.0, 3.0, 1.0])
+    truth = {"smm": pd.DataFrame({"user_idx": [0, 1, 7], "item_idx": [5, 8, 5]}),  # user 7 has no candidates
+             "zvuk": pd.DataFrame({"user_idx": [0], "item_idx": [9]})}
+    # smm: user 0 hits at the second place (1/log2(3)), user 1 misses; user 7 is not among frame's users
+    expected_smm = (1 / np.log2(3) + 0.0) / 2
+    assert whole_model_ndcg(frame, scores, truth) == pytest.approx(np.sqrt(expected_smm * 1.0))
