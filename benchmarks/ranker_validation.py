@@ -26,10 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from stages.candidates import read_fold_users
-from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, fold_label_window, load_params,
-                           section_params)
-from stages.evaluate import per_user_metrics, scored_truth
+from stages.common import DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params
+from stages.evaluate import fold_truth, per_user_metrics
 from stages.ranker_fit import HASH_BUCKETS, fit_ranker, model_scores, user_bucket
 
 KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
@@ -99,8 +97,7 @@ def train_fold_truth(directory: str = "data") -> dict[str, pd.DataFrame]:
                                    columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
     items = pd.read_parquet(f"{directory}/merged/items.parquet")
     seen = sp.load_npz(f"{directory}/merged/matrix_train.npz").tocsr()
-    return {d: scored_truth(interactions, seen, items, d, fold_label_window("train"),
-                            read_fold_users(f"{directory}/candidates", "train", d)) for d in DOMAINS}
+    return fold_truth(interactions, seen, items, "train", f"{directory}/candidates")
 
 
 def main() -> None:

@@ -74,6 +74,14 @@ def scored_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.Data
     return truth[~was_seen]
 
 
+
+def fold_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, fold: str,
+               candidates: str | Path = "data/candidates") -> dict[str, pd.DataFrame]:
+    """scored_truth of each domain for a fold: what its served users took in its label window, on items new to
+    them (`candidates`: the folder of the candidate stage, which lists the users each fold served)."""
+    return {d: scored_truth(interactions, seen, items, d, fold_label_window(fold), read_fold_users(candidates, fold, d))
+            for d in DOMAINS}
+
 EVENT_BUCKETS = {"1-2": (1, 2), "3-4": (3, 4), "5+": (5, np.inf)}  # events before the cut-off, both domains
 
 
@@ -171,9 +179,7 @@ def main(argv: list[str]) -> None:
     interactions = pd.read_parquet("data/merged/interactions.parquet", columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
     items = pd.read_parquet("data/merged/items.parquet")
     seen = {fold: sp.load_npz(f"data/merged/matrix_{fold}.npz").tocsr() for fold in ("train", "holdout")}
-    truth = {fold: {d: scored_truth(interactions, seen[fold], items, d, fold_label_window(fold),
-                                    read_fold_users(args.candidates, fold, d)) for d in DOMAINS}
-             for fold in seen}
+    truth = {fold: fold_truth(interactions, seen[fold], items, fold, args.candidates) for fold in seen}
     del interactions
     validation = validation_metrics(pd.read_parquet("data/features/train.parquet",
                                                     columns=[USER_IDX, DOMAIN, ITEM_IDX, *SOURCES.values()]),

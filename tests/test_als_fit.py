@@ -127,14 +127,14 @@ def test_other_domain_weight_zero_carries_the_taste_to_the_unused_domain():
     through the users of both, even when no implied negative of theirs lies in it (w = 0)."""
     matrix, domain, only, group = _two_domains(only_share=0.7)
     n_items = (domain == 0).sum()
-    params = {**PARAMS, "factors": 4, "other_domain_weight": 0.0}
+    params = {**PARAMS, "other_domain_weight": 0.0}
     users, items = fit_als(matrix, **params, item_domain=domain)
     zvuk = np.flatnonzero(domain == 1)
     top, _ = top_n_items(users[only], items[zvuk], sp.csr_matrix((len(only), len(zvuk))), n=6)
     assert ((zvuk[top] - n_items) // 6 == group[only][:, None]).all()
 
 
-def test_other_domain_weight_changes_only_users_of_one_domain_and_is_checked():
+def test_other_domain_weight_changes_the_fit_and_is_checked():
     matrix, domain, _, _ = _two_domains()
     plain = fit_als(matrix, **PARAMS, item_domain=domain)
     weighted = fit_als(matrix, **{**PARAMS, "other_domain_weight": 0.0}, item_domain=domain)
