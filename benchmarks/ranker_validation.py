@@ -10,8 +10,14 @@ gives two NDCG@10 figures of those rankings:
 - stage two: against the labels, over the kept-out users with a positive among their candidates (a truth item
   that is not among the candidates counts for nobody): the score `ranker.n_models` was chosen by;
 - whole model: against everything the kept-out users took in the label window (as `stages.evaluate` scores the
-  holdout: every truth user, truth items outside the candidates are misses), the geometric mean of the domains.
+  holdout: every truth user, truth items outside the candidates are misses, cold users' lists as `cold.order`
+  makes them), the geometric mean of the domains.
   This one also judges stage one, so candidate and ALS settings can be chosen on it (see docs/experiments.md).
+
+A second table splits the whole model by domain and segment (warm, cross, cold as `stages.cold_split` names
+them at the train fold's cut-off) for the largest n, next to popular and ALS-only lists made of the same
+candidates (`pop_rank` order; `als_rank` order, popular ones after): where the holdout's segment table shows
+the ranker behind ALS-only on a small segment, this tells noise from a weakness without looking at the holdout.
 
 `--folds 5` repeats this for each of the five fifths (the first is the fifth above), so that every user is
 kept out once and scored by models that never saw them: five times the fits, and a score over all the users
@@ -26,7 +32,9 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from stages.common import DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params
+from stages.cold_split import SEGMENTS, check_cold_order, segment_users
+from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, load_params,
+                           section_params)
 from stages.evaluate import fold_truth, per_user_metrics
 from stages.ranker_fit import HASH_BUCKETS, fit_ranker, model_scores, user_bucket
 
@@ -56,6 +64,65 @@ def whole_model_ndcg(frame: pd.DataFrame, scores: np.ndarray, truth: dict[str, p
         mine = truth[domain][np.isin(truth[domain][USER_IDX].to_numpy(), users)]
         means.append(float(per_user_metrics(lists, mine, k)["ndcg"].mean()) if len(mine) else 0.0)
     return float(np.sqrt(means[0] * means[1]))
+
+
+def baseline_orders(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Scores (higher = better) that order each user's candidates as popular and as ALS-only lists: popular by
+    `pop_rank` (other candidates last), ALS-only by `als_rank` with the popular candidates after, as the
+    holdout's ALS-only lists are filled with popular items."""
+    pop = frame["pop_rank"].to_numpy(dtype=np.float64)
+    als = frame["als_rank"].to_numpy(dtype=np.float64)
+    last = np.nanmax(np.concatenate([pop, als, [0.0]])) + 1
+    pop_order = np.where(np.isnan(pop), 2 * last, pop)
+    als_order = np.where(np.isnan(als), last + pop_order, als)
+    return {"popular": -pop_order, "als": -als_order}
+
+
+def served_scores(frame: pd.DataFrame, scores: np.ndarray, segments: dict[str, pd.Series], cold_order: str
+                  ) -> np.ndarray:
+    """The ranker's scores with the cold users' rows ordered as `stages.cold_split` serves them: their popular
+    candidates (pop_rank set) by the ranker, the rest after (cold_order "ranker"), or all by popularity
+    ("popular"). Only the order within a user's candidates matters to the scores that use this."""
+    check_cold_order(cold_order)
+    cold = np.zeros(len(frame), dtype=bool)
+    for domain in DOMAINS:
+        rows = (frame[DOMAIN] == domain).to_numpy()
+        segment = segments[domain].reindex(frame.loc[rows, USER_IDX].to_numpy()).fillna("cold").to_numpy()
+        cold[rows] = segment == "cold"
+    if cold_order == "popular":
+        return np.where(cold, baseline_orders(frame)["popular"], scores)
+    popular_candidate = frame["pop_rank"].notna().to_numpy()
+    return np.where(cold & ~popular_candidate, scores.min() - 1.0, scores)
+
+
+def segment_ndcg(frame: pd.DataFrame, scores: dict[str, np.ndarray], truth: dict[str, pd.DataFrame],
+                 segments: dict[str, pd.Series], k: int = K) -> pd.DataFrame:
+    """Mean NDCG@k per domain and segment of each model's lists (scores: model -> one score per frame row),
+    over the truth users among frame's users, as whole_model_ndcg scores them (segments: per domain, user_idx ->
+    segment; a user missing there counts as cold).
+
+    Returns:
+        one row per (domain, segment) with truth users: domain, segment, users, then one column per model.
+    """
+    users = np.unique(frame[USER_IDX].to_numpy())
+    rows = []
+    for domain in DOMAINS:
+        mine = truth[domain][np.isin(truth[domain][USER_IDX].to_numpy(), users)]
+        in_domain = (frame[DOMAIN] == domain).to_numpy()
+        per_model = {}
+        for model, score in scores.items():
+            lists = frame.loc[in_domain, [USER_IDX, ITEM_IDX]].assign(rank=-score[in_domain])
+            per_model[model] = per_user_metrics(lists, mine, k)["ndcg"]
+        if not per_model or not len(mine):
+            continue
+        index = next(iter(per_model.values())).index
+        segment = segments[domain].reindex(index).fillna("cold").to_numpy()
+        for name in SEGMENTS:
+            part = segment == name
+            if part.any():
+                rows.append({DOMAIN: domain, "segment": name, "users": int(part.sum()),
+                             **{m: float(v.reindex(index).to_numpy()[part].mean()) for m, v in per_model.items()}})
+    return pd.DataFrame(rows)
 
 
 def kept_out_fold(users: np.ndarray) -> np.ndarray:
@@ -100,6 +167,17 @@ def train_fold_truth(directory: str = "data") -> dict[str, pd.DataFrame]:
     return fold_truth(interactions, seen, items, "train", f"{directory}/candidates")
 
 
+def train_fold_segments(min_interactions: int, directory: str = "data") -> dict[str, pd.Series]:
+    """Per domain, user_idx -> segment at the train fold's cut-off, as stages.cold_split segments a fold."""
+    items = pd.read_parquet(f"{directory}/merged/items.parquet")
+    seen = sp.load_npz(f"{directory}/merged/matrix_train.npz").tocsr()
+    counts_total = np.diff(seen.indptr)
+    users = np.arange(seen.shape[0])
+    return {d: pd.Series(segment_users(users, np.diff(domain_matrix(seen, items, d).indptr), counts_total,
+                                       min_interactions=min_interactions), index=users)
+            for d in DOMAINS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="1,3,5,10", help="numbers of models to compare (comma-separated)")
@@ -108,7 +186,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a ranker.* param for this run, e.g. learning_rate=0.05")
     args = parser.parse_args()
-    params = dict(section_params(load_params(), "ranker"))
+    all_params = load_params()
+    params = dict(section_params(all_params, "ranker"))
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in params:
@@ -121,9 +200,18 @@ def main() -> None:
     overrides = ", ".join(args.set) or "params.yaml as it is"
     print(f"Ranker validation on the train fold ({overrides}, {args.folds} of {MAX_FOLDS} fifths kept out in "
           f"turn): NDCG@10 of the kept-out users\n")
+    cold = section_params(all_params, "cold")
+    segments = train_fold_segments(cold["min_interactions"])
+    served = {n: served_scores(test, score, segments, cold["order"]) for n, score in scores.items()}
     print("| models | stage two (candidates) | whole model |\n|---:|---:|---:|")
     for n, score in scores.items():
-        print(f"| {n} | {candidate_ndcg(test, score):.4f} | {whole_model_ndcg(test, score, truth):.4f} |")
+        print(f"| {n} | {candidate_ndcg(test, score):.4f} | {whole_model_ndcg(test, served[n], truth):.4f} |")
+    table = segment_ndcg(test, {**baseline_orders(test), "final": served[models[-1]]}, truth, segments)
+    print(f"\nWhole model by domain and segment ({models[-1]} models, cold users ordered by {cold['order']}; popular "
+          f"and ALS-only from the same candidates)\n")
+    print("| domain | segment | users | popular | ALS-only | final |\n|---|---|---:|---:|---:|---:|")
+    for row in table.itertuples(index=False):
+        print(f"| {row.domain} | {row.segment} | {row.users} | {row.popular:.4f} | {row.als:.4f} | {row.final:.4f} |")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Stage `cold-split` (folds holdout and final): the final top-10 of every user, warm by ranker, cold by popularity.
+"""Stage `cold-split` (folds holdout and final): the final top-10 of every user, warm by ranker, cold from top-popular.
 
 In:  `data/features/<fold>.parquet`, `models/ranker/<fold>/`, `data/candidates/<fold>_{users,popular}.parquet`,
      `data/merged/{items.parquet,matrix_<fold>.npz}`.
 Out: `data/recs/<fold>.parquet`, long format: user_idx, domain, segment, model, rank (1..10), item_idx.
 
 A user is cold when they have fewer than `cold.min_interactions` events over both domains before the cut-off;
-cold users get the domain's recent top-popular. Everyone else gets the ranker's order. Seen items of the domain
-are never recommended; a list the ranker cannot fill to 10 is completed from popularity.
+cold users get the domain's recent top-popular items: in popularity order (`cold.order: popular`), or their
+popular candidates in the ranker's order (`cold.order: ranker`), which for a user without history weighs only
+what it knows of the items (trend, recent shares, forecast). Everyone else gets the ranker's order. Seen items
+of the domain are never recommended; a list the ranker cannot fill to 10 is completed from popularity.
 
 Segments, per (user, domain): cold; cross (not cold, no history in this domain, history in the other: the
 cross-domain case); warm (not cold, history in this domain).
@@ -27,14 +29,21 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from stages.candidates import read_fold_users, read_popular
-from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, constant_category, domain_matrix, load_params,
-                           progress, run_stage, section_params, seen_pairs, write_parquet)
+from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, PipelineError, constant_category, domain_matrix,
+                           load_params, progress, run_stage, section_params, seen_pairs, write_parquet)
 from stages.ranker_fit import load_ranker, score_candidates
 
 log = logging.getLogger("pipeline.cold_split")
 
 MODELS = ("popular", "als", "final")
 SEGMENTS = ("warm", "cross", "cold")
+COLD_ORDERS = ("popular", "ranker")  # cold.order: how cold users' top-popular items are ordered
+
+
+def check_cold_order(order: str) -> None:
+    if order not in COLD_ORDERS:
+        raise PipelineError(f"params.yaml: cold.order={order!r} is out of range: must be one of "
+                            f"{', '.join(COLD_ORDERS)}")
 
 
 def segment_users(users: np.ndarray, counts_domain: np.ndarray, counts_total: np.ndarray, *,
@@ -110,33 +119,43 @@ def _position_in_run(sorted_values: np.ndarray) -> np.ndarray:
     return np.arange(len(sorted_values)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_values)]))
 
 
-def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int, models: tuple[str, ...] = MODELS) -> pd.DataFrame:
+def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int, models: tuple[str, ...] = MODELS,
+              rank_popular: bool = False) -> pd.DataFrame:
     """The rows of a features chunk that can still make a top-k list: per (user, domain), the k best by
-    ranker score and (when `models` has "als") the k best by ALS rank. Taking them chunk by chunk and choosing
-    again over the union gives the same lists as choosing over the whole table, which at full size (40M rows)
-    does not fit."""
+    ranker score, (when `models` has "als") the k best by ALS rank and (when `rank_popular`) the k popular
+    candidates (pop_rank set) best by ranker score. Taking them chunk by chunk and choosing again over the
+    union gives the same lists as choosing over the whole table, which at full size (40M rows) does not fit."""
     group = chunk[USER_IDX].to_numpy().astype(np.int64) * 2 + chunk[DOMAIN].cat.codes.to_numpy()
     keep = np.zeros(len(chunk), dtype=bool)
     orders = [-scores] + ([chunk["als_rank"].fillna(np.inf).to_numpy()] if "als" in models else [])
+    if rank_popular:
+        orders.append(np.where(chunk["pop_rank"].notna().to_numpy(), -scores, np.inf))
     for order in orders:
         ranked = np.lexsort((order, group))
         keep[ranked[_position_in_run(group[ranked]) < k]] = True
-    out = chunk.loc[keep, [USER_IDX, DOMAIN, ITEM_IDX, "als_rank"]]
+    out = chunk.loc[keep, [USER_IDX, DOMAIN, ITEM_IDX, "als_rank", *(["pop_rank"] if rank_popular else [])]]
     return out.assign(score=scores[keep])
 
 
 def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: np.ndarray, segments: np.ndarray,
                      popular: np.ndarray, seen: sp.csr_matrix, has_history: np.ndarray,
-                     models: tuple[str, ...] = MODELS) -> pd.DataFrame:
-    """Lists of the given models (default all three) for one domain: user_idx, segment, model, rank, item_idx."""
+                     models: tuple[str, ...] = MODELS, cold_order: str = "popular") -> pd.DataFrame:
+    """Lists of the given models (default all three) for one domain: user_idx, segment, model, rank, item_idx.
+    Cold users' final lists: popularity order, or (cold_order "ranker") their popular candidates (pop_rank
+    set) in ranker order."""
+    check_cold_order(cold_order)
     segment_of = pd.Series(segments, index=users)
     empty = pd.DataFrame({USER_IDX: np.array([], np.int32), ITEM_IDX: np.array([], np.int32),
                           "order": np.array([], np.float64)})
     als = features[features["als_rank"].notna()]
     als = als.assign(order=als["als_rank"].to_numpy())[[USER_IDX, ITEM_IDX, "order"]]
-    warm_rows = features.assign(order=-ranker_scores)
-    warm_rows = warm_rows[segment_of.reindex(warm_rows[USER_IDX].to_numpy()).to_numpy() != "cold"]
-    ranked = {"popular": empty, "als": als[has_history[als[USER_IDX].to_numpy()]], "final": warm_rows}
+    by_ranker = features.assign(order=-ranker_scores)
+    of_cold_user = segment_of.reindex(by_ranker[USER_IDX].to_numpy()).to_numpy() == "cold"
+    in_final = ~of_cold_user
+    if cold_order == "ranker":  # cold users' popular candidates only: cold users get top-popular items
+        in_final |= of_cold_user & by_ranker["pop_rank"].notna().to_numpy()
+    final_rows = by_ranker.loc[in_final, [USER_IDX, ITEM_IDX, "order"]]
+    ranked = {"popular": empty, "als": als[has_history[als[USER_IDX].to_numpy()]], "final": final_rows}
     parts = []
     for model in models:
         lists = fill_top_k(ranked[model], users, popular, seen, K)
@@ -153,19 +172,23 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--candidates", default="data/candidates")
     parser.add_argument("--out", default="data/recs")
     args = parser.parse_args(argv)
-    min_interactions = section_params(load_params(), "cold")["min_interactions"]
+    cold = section_params(load_params(), "cold")
+    min_interactions, cold_order = cold["min_interactions"], cold["order"]
+    check_cold_order(cold_order)
     items = pd.read_parquet("data/merged/items.parquet")
     matrix = sp.load_npz(f"data/merged/matrix_{args.fold}.npz").tocsr()
     booster, meta = load_ranker(Path("models/ranker") / args.fold)
     models = MODELS if args.fold == "holdout" else ("final",)  # the submission needs the product alone
     # Scored a row group at a time, keeping only rows that can make a list: memory stays at one chunk.
     features_file = pq.ParquetFile(f"data/features/{args.fold}.parquet")
-    columns = list(dict.fromkeys([USER_IDX, DOMAIN, ITEM_IDX, "als_rank", "als_score", *meta["features"]]))
+    columns = list(dict.fromkeys([USER_IDX, DOMAIN, ITEM_IDX, "als_rank", "pop_rank", "als_score",
+                                  *meta["features"]]))
     kept = []
     for group in progress(range(features_file.num_row_groups), desc="scoring", unit="row group"):
         chunk = features_file.read_row_group(group, columns=columns).to_pandas()
         chunk[DOMAIN] = pd.Categorical(chunk[DOMAIN], categories=list(DOMAINS))
-        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models))
+        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models,
+                              rank_popular=cold_order == "ranker"))
         del chunk
     features = pd.concat(kept, ignore_index=True)
     scores = features.pop("score").to_numpy()
@@ -179,7 +202,7 @@ def main(argv: list[str]) -> None:
         popular = read_popular(args.candidates, args.fold, domain)
         in_domain = (features[DOMAIN] == domain).to_numpy()
         recs = recommend_domain(features[in_domain], scores[in_domain], users, segments, popular, seen,
-                                counts_total > 0, models)
+                                counts_total > 0, models, cold_order)
         recs.insert(1, DOMAIN, constant_category(domain, len(recs), DOMAINS))
         short = int((recs[recs["model"] == "final"].groupby(USER_IDX).size() < K).sum())
         log.info("cold-split %s %s: %d users (%s), ranker %s%s", args.fold, domain, len(users),

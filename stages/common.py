@@ -166,7 +166,7 @@ PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 }
 
 
-OTHER_KEYS = {"data.raw_dir", "merge.weighting"}  # keys of params.yaml that are not numbers
+OTHER_KEYS = {"data.raw_dir", "merge.weighting", "cold.order"}  # keys of params.yaml that are not numbers
 
 
 def check_section(section: str, **values: Any) -> None:

@@ -1,8 +1,10 @@
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 
 from stages.cold_split import best_rows, fill_top_k, recommend_domain, segment_users
+from stages.common import PipelineError
 
 
 def test_segments():
@@ -70,3 +72,31 @@ def test_final_fold_writes_the_final_model_alone():
     recs = recommend_domain(features, np.array([1.0, 0.0]), np.array([0]), np.array(["warm"]), np.arange(5),
                             sp.csr_matrix((1, 5)), np.array([True]), models=("final",))
     assert set(recs["model"].astype(str)) == {"final"} and recs["item_idx"].tolist()[:2] == [3, 4]
+
+
+def test_cold_order_ranker_orders_cold_users_popular_candidates_by_the_ranker_and_nothing_else():
+    # user 1 is cold: of its candidates, items 3 and 4 are popular ones, item 2 is not (as with
+    # cold.min_interactions above 1, where cold users also have ALS candidates)
+    features = pd.DataFrame({"user_idx": [0, 0, 1, 1, 1], "item_idx": [3, 4, 3, 4, 2],
+                             "als_rank": [2.0, 1.0, np.nan, np.nan, 1.0], "pop_rank": [4.0, 5.0, 4.0, 5.0, np.nan]})
+    scores = np.array([0.0, 1.0, 0.0, 1.0, 9.0])  # the ranker prefers item 2, then 4
+    popular = np.array([0, 1, 2, 3, 4, 5, 6])
+    args = (features, scores, np.array([0, 1]), np.array(["warm", "cold"]), popular, sp.csr_matrix((2, 7)),
+            np.array([True, False]))
+    by_ranker = recommend_domain(*args, models=("final",), cold_order="ranker")
+    assert by_ranker[by_ranker["user_idx"] == 1]["item_idx"].tolist()[:3] == [4, 3, 0]  # then popular fill
+    by_popularity = recommend_domain(*args, models=("final",), cold_order="popular")
+    assert by_popularity[by_popularity["user_idx"] == 1]["item_idx"].tolist()[:3] == [0, 1, 2]
+    for recs in (by_ranker, by_popularity):  # warm users are the ranker's either way
+        assert recs[recs["user_idx"] == 0]["item_idx"].tolist()[:2] == [4, 3]
+    with pytest.raises(PipelineError, match="cold.order"):
+        recommend_domain(*args, cold_order="trend")
+
+
+def test_best_rows_keeps_the_best_popular_candidates_by_score_when_asked():
+    chunk = pd.DataFrame({"user_idx": [0] * 4, "item_idx": [1, 2, 3, 4],
+                          "domain": pd.Categorical(["smm"] * 4, categories=["smm", "zvuk"]),
+                          "als_rank": [1.0, 2.0, np.nan, np.nan], "pop_rank": [np.nan, np.nan, 1.0, 2.0]})
+    scores = np.array([4.0, 3.0, 1.0, 2.0])
+    assert best_rows(chunk, scores, 1, ("final",))["item_idx"].tolist() == [1]
+    assert best_rows(chunk, scores, 1, ("final",), rank_popular=True)["item_idx"].tolist() == [1, 4]

@@ -12,6 +12,7 @@ import yaml
 from benchmarks.project import copy_project, set_param
 from stages.candidates import popular_items, read_popular
 from stages.common import fold_cutoff
+from stages.ranker_fit import load_ranker, score_candidates
 from tests.conftest import run_dvc, smm_frame, zvuk_frame
 
 BIG_ITEM = 2**40          # item ids beyond int32
@@ -66,7 +67,8 @@ def test_wide_ids_heavy_users_and_unknown_targets(tmp_path: Path):
     for user, items in sub["item_id"].items():
         assert len(set(items)) == 10 and set(items) <= all_items
     assert min(min(items) for items in sub["item_id"]) >= BIG_ITEM  # ids kept exactly, no int32 overflow
-    # Users with no history anywhere are cold and get exactly the popular list.
+    # Users with no history anywhere are cold and get the popular candidates in the ranker's order
+    # (cold.order: ranker, the default), filled from the popular list.
     recs = pd.read_parquet(project / "data" / "recs" / "final.parquet")
     users = pd.read_parquet(project / "data" / "merged" / "users.parquet").set_index("user_id")["user_idx"]
     unknown = recs[(recs["user_idx"] == users[9_999_999_999]) & (recs["domain"] == "smm")]
@@ -77,7 +79,15 @@ def test_wide_ids_heavy_users_and_unknown_targets(tmp_path: Path):
     n_items = int((pd.read_parquet(project / "data" / "merged" / "items.parquet")["domain"] == "smm").sum())
     days = yaml.safe_load((project / "params.yaml").read_text())["candidates"]["popular_days"]
     popular = popular_items(interactions[interactions["domain"] == "smm"], cutoff=cutoff, days=days, n_items=n_items)
-    assert unknown.sort_values("rank")["item_idx"].tolist() == popular[:10].tolist()
+    features = pd.read_parquet(project / "data" / "features" / "final.parquet")
+    mine = features[(features["user_idx"] == users[9_999_999_999]) & (features["domain"] == "smm")
+                    & features["pop_rank"].notna()]
+    assert set(mine["item_idx"]) <= set(popular[:len(mine)])  # their candidates are the top-popular items
+    booster, meta = load_ranker(project / "models" / "ranker" / "final")
+    by_ranker = mine.assign(score=score_candidates(booster, meta, mine)).sort_values("score", ascending=False,
+                                                                                     kind="stable")
+    expected = list(dict.fromkeys([*by_ranker["item_idx"], *popular]))[:10]
+    assert unknown.sort_values("rank")["item_idx"].tolist() == expected
     # ... and cold-split read that order from the candidates stage's table, not from a copy of its own.
     assert read_popular(project / "data" / "candidates", "final", "smm").tolist() == popular.tolist()
 

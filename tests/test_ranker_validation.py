@@ -46,3 +46,45 @@ def test_whole_model_ndcg_by_hand():
     # smm: user 0 hits at the second place (1/log2(3)), user 1 misses; user 7 is not among frame's users
     expected_smm = (1 / np.log2(3) + 0.0) / 2
     assert whole_model_ndcg(frame, scores, truth) == pytest.approx(np.sqrt(expected_smm * 1.0))
+
+
+def test_baseline_orders_rank_popular_by_pop_rank_and_als_with_popular_after():
+    from benchmarks.ranker_validation import baseline_orders
+
+    frame = pd.DataFrame({"pop_rank": [np.nan, 2.0, 1.0, np.nan], "als_rank": [2.0, np.nan, np.nan, 1.0]})
+    orders = baseline_orders(frame)
+    assert list(np.argsort(-orders["popular"], kind="stable")) == [2, 1, 0, 3]  # candidates of no rank last
+    assert list(np.argsort(-orders["als"], kind="stable")) == [3, 0, 2, 1]
+
+
+def test_segment_ndcg_splits_users_by_segment_and_scores_each_model():
+    from benchmarks.ranker_validation import segment_ndcg
+
+    frame = pd.DataFrame({"user_idx": [0, 0, 1, 1, 2], "domain": ["smm"] * 4 + ["zvuk"],
+                          "item_idx": [5, 6, 5, 6, 9]})
+    scores = {"a": np.array([2.0, 1.0, 2.0, 1.0, 1.0]), "b": np.array([1.0, 2.0, 1.0, 2.0, 1.0])}
+    truth = {"smm": pd.DataFrame({"user_idx": [0, 1], "item_idx": [5, 6]}),
+             "zvuk": pd.DataFrame({"user_idx": [2], "item_idx": [9]})}
+    segments = {"smm": pd.Series(["warm", "cross"], index=[0, 1]), "zvuk": pd.Series(dtype=object)}
+    table = segment_ndcg(frame, scores, truth, segments).set_index(["domain", "segment"])
+    second = 1 / np.log2(3)
+    # a ranks item 5 first: user 0 (warm) hits first, user 1 (cross) second; b the other way round
+    assert table.loc[("smm", "warm"), ["users", "a", "b"]].tolist() == pytest.approx([1, 1.0, second])
+    assert table.loc[("smm", "cross"), ["users", "a", "b"]].tolist() == pytest.approx([1, second, 1.0])
+    assert table.loc[("zvuk", "cold"), "a"] == pytest.approx(1.0)  # a user without a segment counts as cold
+    assert len(table) == 3
+
+
+def test_served_scores_order_cold_users_as_cold_split_serves_them():
+    from benchmarks.ranker_validation import served_scores
+
+    # user 0 is warm, user 1 cold; row 3 is a cold user's non-popular candidate
+    frame = pd.DataFrame({"user_idx": [0, 0, 1, 1, 1], "domain": ["smm"] * 5,
+                          "pop_rank": [1.0, 2.0, 1.0, 2.0, np.nan], "als_rank": [np.nan] * 5})
+    scores = np.array([1.0, 2.0, 1.0, 2.0, 3.0])
+    segments = {"smm": pd.Series(["warm", "cold"], index=[0, 1]), "zvuk": pd.Series(dtype=object)}
+    by_ranker = served_scores(frame, scores, segments, "ranker")
+    assert by_ranker[:4].tolist() == scores[:4].tolist() and by_ranker[4] < by_ranker[2]
+    by_popularity = served_scores(frame, scores, segments, "popular")
+    assert by_popularity[:2].tolist() == [1.0, 2.0]  # warm: the ranker's
+    assert by_popularity[2] > by_popularity[3] > by_popularity[4]  # cold: pop_rank order, others last
