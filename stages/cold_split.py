@@ -120,21 +120,23 @@ def _position_in_run(sorted_values: np.ndarray) -> np.ndarray:
 
 
 def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int, models: tuple[str, ...] = MODELS,
-              rank_popular: bool = False) -> pd.DataFrame:
+              ranked_popular: np.ndarray | None = None) -> pd.DataFrame:
     """The rows of a features chunk that can still make a top-k list: per (user, domain), the k best by
-    ranker score, (when `models` has "als") the k best by ALS rank and (when `rank_popular`) the k popular
-    candidates (pop_rank set) best by ranker score. Taking them chunk by chunk and choosing again over the
-    union gives the same lists as choosing over the whole table, which at full size (40M rows) does not fit."""
+    ranker score, (when `models` has "als") the k best by ALS rank and, for the users that `ranked_popular`
+    (a boolean per user_idx: cold users under `cold.order: ranker`) marks, the k popular candidates (pop_rank
+    set) best by ranker score. Taking them chunk by chunk and choosing again over the union gives the same
+    lists as choosing over the whole table, which at full size (40M rows) does not fit."""
     group = chunk[USER_IDX].to_numpy().astype(np.int64) * 2 + chunk[DOMAIN].cat.codes.to_numpy()
     keep = np.zeros(len(chunk), dtype=bool)
     orders = [-scores] + ([chunk["als_rank"].fillna(np.inf).to_numpy()] if "als" in models else [])
-    if rank_popular:
-        orders.append(np.where(chunk["pop_rank"].notna().to_numpy(), -scores, np.inf))
+    if ranked_popular is not None:
+        mine = ranked_popular[chunk[USER_IDX].to_numpy()] & chunk["pop_rank"].notna().to_numpy()
+        orders.append(np.where(mine, -scores, np.inf))
     for order in orders:
         ranked = np.lexsort((order, group))
         keep[ranked[_position_in_run(group[ranked]) < k]] = True
-    out = chunk.loc[keep, [USER_IDX, DOMAIN, ITEM_IDX, "als_rank", *(["pop_rank"] if rank_popular else [])]]
-    return out.assign(score=scores[keep])
+    columns = [USER_IDX, DOMAIN, ITEM_IDX, "als_rank", *(["pop_rank"] if ranked_popular is not None else [])]
+    return chunk.loc[keep, columns].assign(score=scores[keep])
 
 
 def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: np.ndarray, segments: np.ndarray,
@@ -180,6 +182,8 @@ def main(argv: list[str]) -> None:
     booster, meta = load_ranker(Path("models/ranker") / args.fold)
     models = MODELS if args.fold == "holdout" else ("final",)  # the submission needs the product alone
     # Scored a row group at a time, keeping only rows that can make a list: memory stays at one chunk.
+    counts_total = np.diff(matrix.indptr)
+    cold_user = counts_total < min_interactions  # as segment_users has it
     features_file = pq.ParquetFile(f"data/features/{args.fold}.parquet")
     columns = list(dict.fromkeys([USER_IDX, DOMAIN, ITEM_IDX, "als_rank", "pop_rank", "als_score",
                                   *meta["features"]]))
@@ -188,11 +192,10 @@ def main(argv: list[str]) -> None:
         chunk = features_file.read_row_group(group, columns=columns).to_pandas()
         chunk[DOMAIN] = pd.Categorical(chunk[DOMAIN], categories=list(DOMAINS))
         kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models,
-                              rank_popular=cold_order == "ranker"))
+                              ranked_popular=cold_user if cold_order == "ranker" else None))
         del chunk
     features = pd.concat(kept, ignore_index=True)
     scores = features.pop("score").to_numpy()
-    counts_total = np.diff(matrix.indptr)
     parts = []
     for domain in DOMAINS:
         seen = domain_matrix(matrix, items, domain)

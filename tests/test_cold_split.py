@@ -93,10 +93,11 @@ def test_cold_order_ranker_orders_cold_users_popular_candidates_by_the_ranker_an
         recommend_domain(*args, cold_order="trend")
 
 
-def test_best_rows_keeps_the_best_popular_candidates_by_score_when_asked():
-    chunk = pd.DataFrame({"user_idx": [0] * 4, "item_idx": [1, 2, 3, 4],
-                          "domain": pd.Categorical(["smm"] * 4, categories=["smm", "zvuk"]),
-                          "als_rank": [1.0, 2.0, np.nan, np.nan], "pop_rank": [np.nan, np.nan, 1.0, 2.0]})
-    scores = np.array([4.0, 3.0, 1.0, 2.0])
-    assert best_rows(chunk, scores, 1, ("final",))["item_idx"].tolist() == [1]
-    assert best_rows(chunk, scores, 1, ("final",), rank_popular=True)["item_idx"].tolist() == [1, 4]
+def test_best_rows_keeps_the_best_popular_candidates_by_score_of_the_users_asked_for():
+    chunk = pd.DataFrame({"user_idx": [0] * 4 + [1] * 4, "item_idx": [1, 2, 3, 4] * 2,
+                          "domain": pd.Categorical(["smm"] * 8, categories=["smm", "zvuk"]),
+                          "als_rank": [1.0, 2.0, np.nan, np.nan] * 2, "pop_rank": [np.nan, np.nan, 1.0, 2.0] * 2})
+    scores = np.array([4.0, 3.0, 1.0, 2.0] * 2)
+    assert best_rows(chunk, scores, 1, ("final",))["item_idx"].tolist() == [1, 1]
+    kept = best_rows(chunk, scores, 1, ("final",), ranked_popular=np.array([False, True]))
+    assert kept[["user_idx", "item_idx"]].values.tolist() == [[0, 1], [1, 1], [1, 4]]  # user 1's best popular
