@@ -164,6 +164,15 @@ def test_out_of_range_param_is_rejected_before_any_input_is_read(tmp_path: Path,
                           tmp_path / "models")
 
 
+def test_unknown_cold_order_is_rejected_before_any_input_is_read(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text("cold: {min_interactions: 1, order: trend}\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "stages.cold_split", "final", "--out", "recs"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True)
+    _assert_clean_failure(result, "params.yaml: cold.order='trend' is out of range: must be one of popular, ranker",
+                          tmp_path / "recs")
+
+
 def test_window_longer_than_the_data_is_rejected(tmp_path: Path):
     (tmp_path / "params.yaml").write_text("x")  # replaced by _run
     files = _good_files()
