@@ -108,20 +108,17 @@ def segment_ndcg(frame: pd.DataFrame, scores: dict[str, np.ndarray], truth: dict
     rows = []
     for domain in DOMAINS:
         mine = truth[domain][np.isin(truth[domain][USER_IDX].to_numpy(), users)]
-        in_domain = (frame[DOMAIN] == domain).to_numpy()
-        per_model = {}
-        for model, score in scores.items():
-            lists = frame.loc[in_domain, [USER_IDX, ITEM_IDX]].assign(rank=-score[in_domain])
-            per_model[model] = per_user_metrics(lists, mine, k)["ndcg"]
-        if not per_model or not len(mine):
+        if not len(mine):
             continue
-        index = next(iter(per_model.values())).index
-        segment = segments[domain].reindex(index).fillna("cold").to_numpy()
+        in_domain = (frame[DOMAIN] == domain).to_numpy()
+        lists = frame.loc[in_domain, [USER_IDX, ITEM_IDX]]
+        ndcg = pd.DataFrame({model: per_user_metrics(lists.assign(rank=-score[in_domain]), mine, k)["ndcg"]
+                             for model, score in scores.items()})  # one row per truth user, any model
+        segment = segments[domain].reindex(ndcg.index).fillna("cold").to_numpy()
         for name in SEGMENTS:
-            part = segment == name
-            if part.any():
-                rows.append({DOMAIN: domain, "segment": name, "users": int(part.sum()),
-                             **{m: float(v.reindex(index).to_numpy()[part].mean()) for m, v in per_model.items()}})
+            part = ndcg[segment == name]
+            if len(part):
+                rows.append({DOMAIN: domain, "segment": name, "users": len(part), **part.mean().to_dict()})
     return pd.DataFrame(rows)
 
 
@@ -158,19 +155,17 @@ def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], fol
     return {n: candidate_ndcg(test, score) for n, score in scores.items()}
 
 
-def train_fold_truth(directory: str = "data") -> dict[str, pd.DataFrame]:
-    """What the train fold's users took in the label window, on items new to them (as stages.evaluate)."""
+def train_fold_truth(seen: sp.csr_matrix, items: pd.DataFrame, directory: str = "data") -> dict[str, pd.DataFrame]:
+    """What the train fold's users took in the label window, on items new to them (as stages.evaluate;
+    seen: the train fold's matrix)."""
     interactions = pd.read_parquet(f"{directory}/merged/interactions.parquet",
                                    columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
-    items = pd.read_parquet(f"{directory}/merged/items.parquet")
-    seen = sp.load_npz(f"{directory}/merged/matrix_train.npz").tocsr()
     return fold_truth(interactions, seen, items, "train", f"{directory}/candidates")
 
 
-def train_fold_segments(min_interactions: int, directory: str = "data") -> dict[str, pd.Series]:
-    """Per domain, user_idx -> segment at the train fold's cut-off, as stages.cold_split segments a fold."""
-    items = pd.read_parquet(f"{directory}/merged/items.parquet")
-    seen = sp.load_npz(f"{directory}/merged/matrix_train.npz").tocsr()
+def train_fold_segments(seen: sp.csr_matrix, items: pd.DataFrame, min_interactions: int) -> dict[str, pd.Series]:
+    """Per domain, user_idx -> segment at the train fold's cut-off (seen: its matrix), as stages.cold_split
+    segments a fold."""
     counts_total = np.diff(seen.indptr)
     users = np.arange(seen.shape[0])
     return {d: pd.Series(segment_users(users, np.diff(domain_matrix(seen, items, d).indptr), counts_total,
@@ -196,12 +191,14 @@ def main() -> None:
     models = sorted({int(n) for n in args.models.split(",")})
     features = pd.read_parquet("data/features/train.parquet")
     test, scores = kept_out_scores(features, params, models, args.folds)
-    truth = train_fold_truth()
+    items = pd.read_parquet("data/merged/items.parquet")
+    seen = sp.load_npz("data/merged/matrix_train.npz").tocsr()
+    truth = train_fold_truth(seen, items)
     overrides = ", ".join(args.set) or "params.yaml as it is"
     print(f"Ranker validation on the train fold ({overrides}, {args.folds} of {MAX_FOLDS} fifths kept out in "
           f"turn): NDCG@10 of the kept-out users\n")
     cold = section_params(all_params, "cold")
-    segments = train_fold_segments(cold["min_interactions"])
+    segments = train_fold_segments(seen, items, cold["min_interactions"])
     served = {n: served_scores(test, score, segments, cold["order"]) for n, score in scores.items()}
     print("| models | stage two (candidates) | whole model |\n|---:|---:|---:|")
     for n, score in scores.items():

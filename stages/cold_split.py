@@ -46,10 +46,15 @@ def check_cold_order(order: str) -> None:
                             f"{', '.join(COLD_ORDERS)}")
 
 
+def is_cold(counts_total: np.ndarray, min_interactions: int) -> np.ndarray:
+    """Cold: fewer than `min_interactions` events over both domains (counts_total: events per user)."""
+    return counts_total < min_interactions
+
+
 def segment_users(users: np.ndarray, counts_domain: np.ndarray, counts_total: np.ndarray, *,
                   min_interactions: int) -> np.ndarray:
     """Segment of each user in one domain: 'cold', 'cross' or 'warm' (see the module docstring)."""
-    cold = counts_total[users] < min_interactions
+    cold = is_cold(counts_total[users], min_interactions)
     has_domain = counts_domain[users] > 0
     return np.where(cold, "cold", np.where(has_domain, "warm", "cross"))
 
@@ -129,11 +134,12 @@ def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int, models: tuple[str
     group = chunk[USER_IDX].to_numpy().astype(np.int64) * 2 + chunk[DOMAIN].cat.codes.to_numpy()
     keep = np.zeros(len(chunk), dtype=bool)
     orders = [-scores] + ([chunk["als_rank"].fillna(np.inf).to_numpy()] if "als" in models else [])
-    if ranked_popular is not None:
-        mine = ranked_popular[chunk[USER_IDX].to_numpy()] & chunk["pop_rank"].notna().to_numpy()
-        orders.append(np.where(mine, -scores, np.inf))
     for order in orders:
         ranked = np.lexsort((order, group))
+        keep[ranked[_position_in_run(group[ranked]) < k]] = True
+    if ranked_popular is not None:  # sorted apart: only the marked users' popular rows, not the whole chunk
+        mine = np.flatnonzero(ranked_popular[chunk[USER_IDX].to_numpy()] & chunk["pop_rank"].notna().to_numpy())
+        ranked = mine[np.lexsort((-scores[mine], group[mine]))]
         keep[ranked[_position_in_run(group[ranked]) < k]] = True
     columns = [USER_IDX, DOMAIN, ITEM_IDX, "als_rank", *(["pop_rank"] if ranked_popular is not None else [])]
     return chunk.loc[keep, columns].assign(score=scores[keep])
@@ -183,7 +189,7 @@ def main(argv: list[str]) -> None:
     models = MODELS if args.fold == "holdout" else ("final",)  # the submission needs the product alone
     # Scored a row group at a time, keeping only rows that can make a list: memory stays at one chunk.
     counts_total = np.diff(matrix.indptr)
-    cold_user = counts_total < min_interactions  # as segment_users has it
+    ranked_popular = is_cold(counts_total, min_interactions) if cold_order == "ranker" else None
     features_file = pq.ParquetFile(f"data/features/{args.fold}.parquet")
     columns = list(dict.fromkeys([USER_IDX, DOMAIN, ITEM_IDX, "als_rank", "pop_rank", "als_score",
                                   *meta["features"]]))
@@ -191,8 +197,7 @@ def main(argv: list[str]) -> None:
     for group in progress(range(features_file.num_row_groups), desc="scoring", unit="row group"):
         chunk = features_file.read_row_group(group, columns=columns).to_pandas()
         chunk[DOMAIN] = pd.Categorical(chunk[DOMAIN], categories=list(DOMAINS))
-        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models,
-                              ranked_popular=cold_user if cold_order == "ranker" else None))
+        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models, ranked_popular))
         del chunk
     features = pd.concat(kept, ignore_index=True)
     scores = features.pop("score").to_numpy()

@@ -74,13 +74,13 @@ def scored_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.Data
     return truth[~was_seen]
 
 
-
 def fold_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFrame, fold: str,
                candidates: str | Path = "data/candidates") -> dict[str, pd.DataFrame]:
     """scored_truth of each domain for a fold: what its served users took in its label window, on items new to
     them (`candidates`: the folder of the candidate stage, which lists the users each fold served)."""
     return {d: scored_truth(interactions, seen, items, d, fold_label_window(fold), read_fold_users(candidates, fold, d))
             for d in DOMAINS}
+
 
 EVENT_BUCKETS = {"1-2": (1, 2), "3-4": (3, 4), "5+": (5, np.inf)}  # events before the cut-off, both domains
 
