@@ -31,6 +31,7 @@ FEATURES = [
     # candidate sources
     "als_score", "als_rank", "recent_rank", "pop_rank", "als_score_gap", "als_user_norm", "als_item_norm",
     "als_cosine", "recent_affinity", "recent_affinity_share", "als_centered_cosine", "taste_plays",
+    "lift_same", "lift_other",
     # item, in its domain, before the cut-off
     "item_share_1d", "item_share_3d", "item_share_7d", "item_share_30d", "item_share_all", "item_trend",
     "item_age_days", "item_idle_days", "item_plays_share_7d", "item_plays_share_30d", "item_plays_share_all",

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.candidates import (make_candidates, popular_items, recent_taste, target_users, taste_plays,
-                               top_n_items)
+from stages.candidates import (lift_profiles, lift_vectors, make_candidates, popular_items, recent_taste,
+                               taken_matrix, target_users, taste_plays, top_n_items)
 from tests.conftest import DAY, T0
 
 
@@ -46,6 +46,15 @@ def test_cross_domain_user_gets_als_candidates_and_seen_items_never_appear():
     assert by_user[2]["als_rank"].isna().all()                            # no taste: popular only
     assert by_user[2]["item_idx"].tolist() == [2]
     assert by_user[0].query("item_idx == 1")["als_score"].iloc[0] == np.float32(0.9)
+    assert cands["lift_same"].isna().all() and cands["lift_other"].isna().all()  # no lift vectors given
+    same, other = np.array([[1.0], [2.0], [0.0]], np.float32), np.array([[0.0], [4.0], [1.0]], np.float32)
+    item_lift = np.array([[0.5], [1.0], [3.0]], np.float32)
+    with_lift = make_candidates(np.array([0, 1, 2]), seen, user_factors, item_factors, recent, np.array([2, 0, 1]),
+                                has_history, n_als=1, n_recent=1, n_popular=1, lift_same=same, lift_other=other,
+                                item_lift=item_lift)
+    user, item = with_lift["user_idx"].to_numpy(), with_lift["item_idx"].to_numpy()
+    np.testing.assert_array_equal(with_lift["lift_same"].to_numpy(), same[user, 0] * item_lift[item, 0])
+    np.testing.assert_array_equal(with_lift["lift_other"].to_numpy(), other[user, 0] * item_lift[item, 0])
 
 
 def test_recent_taste_sums_the_vectors_of_recent_users():
@@ -113,3 +122,55 @@ def test_als_source_only_proposes_items_of_the_als_pool_and_centered_cosine_drop
     assert plain.loc[3, "als_centered_cosine"] == pytest.approx(4 / np.sqrt(2) / np.sqrt(10), rel=1e-5)
     centered = make_candidates(*args, n_als=4, n_recent=0, n_popular=1, item_mean=np.array([1.0, 1.0], np.float32))
     assert centered.set_index("item_idx").loc[3, "als_centered_cosine"] == pytest.approx(1 / np.sqrt(2), rel=1e-5)
+
+
+def _mean_lift(taken: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """users x items: the user's mean over their items i in `part` of N n_ij / (n_i n_j), from the definition."""
+    n_users = (taken.sum(axis=1) > 0).sum()
+    counts = np.maximum(taken.sum(axis=0), 1)
+    lift = n_users * (taken.T @ taken) / np.outer(counts, counts)
+    mine = taken[:, part]
+    return (mine @ lift[part]) / np.maximum(mine.sum(axis=1, keepdims=True), 1)
+
+
+def test_lift_vectors_give_each_users_mean_lift_when_the_rank_suffices():
+    # Three kinds of user history, repeated: rank 3, below the rank (7) the vectors may have.
+    kinds = np.array([[1, 1, 0, 0, 0, 0, 1, 0], [0, 0, 1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 1, 1, 0, 1]], dtype=float)
+    taken = np.vstack([kinds[[0, 1, 2, 0, 1, 0, 2, 1]], np.zeros((1, 8))])  # the last user: no history
+    matrix = taken_matrix(sp.csr_matrix(taken * 3.0))  # confidences, not counts: only whether it was taken
+    weighted, vectors = lift_vectors(matrix, factors=32, seed=1)
+    assert weighted.shape == vectors.shape and vectors.shape[0] == 8 and vectors.shape[1] <= 7
+    everything = lift_profiles(matrix, weighted, np.arange(8))
+    np.testing.assert_allclose(everything @ vectors.T, _mean_lift(taken, np.arange(8)), rtol=1e-3, atol=1e-3)
+    assert not everything[-1].any()
+    # A profile of a part of the items (one domain's) averages over the user's items in that part only.
+    part = np.array([0, 1, 2, 3])
+    np.testing.assert_allclose(lift_profiles(matrix, weighted, part) @ vectors.T, _mean_lift(taken, part),
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_lift_score_prefers_a_rare_item_of_the_users_taste_to_a_popular_item_of_another():
+    rng = np.random.default_rng(0)
+    # Two tastes of 6 items each; item 0 (taste A) is rare, item 6 (taste B) is taken by almost everyone.
+    taste = np.repeat([0, 1], 100)
+    taken = np.zeros((200, 12))
+    for user in range(200):
+        mine = np.arange(6) + 6 * taste[user]
+        taken[user, rng.choice(mine[1:], size=3, replace=False)] = 1
+    taken[rng.choice(200, size=150, replace=False), 6] = 1
+    taken[rng.choice(np.flatnonzero(taste == 0), size=5, replace=False), 0] = 1
+    matrix = taken_matrix(sp.csr_matrix(taken))
+    weighted, vectors = lift_vectors(matrix, factors=4)
+    scores = lift_profiles(matrix, weighted, np.arange(12)) @ vectors.T
+    users_a = np.flatnonzero((taste == 0) & (taken[:, [0, 6]].sum(axis=1) == 0))
+    assert len(users_a) > 10 and (scores[users_a, 0] > scores[users_a, 6]).all()
+    # Seen by raw co-counts the popular item wins: that is what the division by the counts removes.
+    co_counts = taken[users_a] @ (taken.T @ taken)
+    assert (co_counts[:, 6] > co_counts[:, 0]).all()
+
+
+def test_lift_vectors_of_rank_zero_and_of_an_empty_matrix_are_empty():
+    assert lift_vectors(taken_matrix(sp.csr_matrix(np.eye(4))), factors=0)[1].shape == (4, 0)
+    weighted, vectors = lift_vectors(taken_matrix(sp.csr_matrix((3, 5))), factors=2)
+    assert weighted.shape == (5, 0) and vectors.shape == (5, 0)
+    assert lift_profiles(taken_matrix(sp.csr_matrix((3, 5))), weighted, np.arange(5)).shape == (3, 0)

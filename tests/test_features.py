@@ -25,7 +25,8 @@ def _candidates():
                           "als_item_norm": np.float32([0.3, 0.2, 0.1]), "recent_rank": [np.nan, np.nan, 1.0],
                           "recent_affinity": np.float32([0.0, 0.0, 0.4]),
                           "als_centered_cosine": np.float32([0.9, -0.1, 0.2]),
-                          "taste_plays": np.float32([1.0, 0.5, 0.0])})
+                          "taste_plays": np.float32([1.0, 0.5, 0.0]), "lift_same": np.float32([2.0, 1.0, 0.5]),
+                          "lift_other": np.float32([0.0, 1.5, 0.5])})
     frame["domain"] = pd.Categorical(frame["domain"], categories=["smm", "zvuk"])
     return frame
 
