@@ -152,12 +152,13 @@ def _orthonormal_columns(block: np.ndarray) -> np.ndarray:
     return (block @ (vectors[:, keep] / np.sqrt(values[keep])).astype(block.dtype)).astype(np.float32)
 
 
-def truncated_svd(matrix: sp.csr_matrix, k: int, *, seed: int = 0, power_iterations: int = 2,
+def truncated_svd(matrix: sp.csr_matrix, k: int, *, seed: int = 0, power_iterations: int = 1,
                   oversample: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Up to k of the largest singular values and their right singular vectors (items x k) of a sparse matrix,
     by randomized range finding (Halko, Martinsson and Tropp 2011): a fixed number of sparse x dense products,
     so the cost is known in advance, and the seed makes it repeatable. On a 10.4M-entry random matrix the
-    lift vectors took 3.7 s this way and 13.4 s with scipy's ARPACK svds (docs/experiments.md)."""
+    lift vectors took 3.7 s this way and 13.4 s with scipy's ARPACK svds (docs/experiments.md). One power
+    iteration: on the strong-taste sample a second gave the same taste separation (AUC within 0.002)."""
     rng = np.random.default_rng(seed)
     width = min(k + oversample, min(matrix.shape))
     block = np.asarray(matrix @ rng.standard_normal((matrix.shape[1], width)).astype(np.float32))
@@ -195,22 +196,21 @@ def lift_vectors(taken: sp.csr_matrix, factors: int, seed: int = 0) -> tuple[np.
     counts = np.asarray(taken.sum(axis=0)).ravel()
     scaled = taken.copy()
     scaled.data *= (1.0 / np.maximum(counts, 1.0)).astype(np.float32)[scaled.indices]
-    # One power iteration: on the strong-taste sample a second gave the same taste separation (AUC within 0.002).
-    singular, vectors = truncated_svd(scaled, k, seed=seed, power_iterations=1)
+    singular, vectors = truncated_svd(scaled, k, seed=seed)
     n_users = float((np.diff(taken.indptr) > 0).sum())
     return vectors * (n_users * singular ** 2), vectors
 
 
-def lift_profiles(taken: sp.csr_matrix, weighted: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """users x k: the mean of `weighted` over each user's items among `columns`, so that
-    profile_u . vectors_j is the user's mean lift with item j over those items (0 for a user with none).
+def lift_profiles(history: sp.csr_matrix, weighted: np.ndarray) -> np.ndarray:
+    """users x k: the mean of `weighted` (the part's rows of lift_vectors' first table) over each user's items in
+    `history` (users x a part of the items, 1 where taken), so that profile_u . vectors_j is the user's mean lift
+    with item j over those items (0 for a user with none).
 
     Called once with a domain's own items and once with the other domain's: for a user new to the domain, the
     second is the whole of what they tell about their taste there. ALS fits such a user's vector to score
     the domain they never used low throughout; the lift has no such term."""
-    history = taken[:, columns]
     size = np.maximum(np.diff(history.indptr), 1).astype(np.float32)
-    return np.asarray(history @ weighted[columns], dtype=np.float32) / size[:, None]
+    return np.asarray(history @ weighted, dtype=np.float32) / size[:, None]
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -413,7 +413,8 @@ def main(argv: list[str]) -> None:
     lift_weighted, item_lift = lift_vectors(taken, params["lift_factors"], seed=params["seed"])
     domain_cols = {domain: items.loc[items[DOMAIN] == domain, COL].to_numpy() for domain in DOMAINS}
     # A profile over a user's items of one domain gives lift_same in that domain and lift_other in the other.
-    lift_by_domain = {domain: lift_profiles(taken, lift_weighted, cols) for domain, cols in domain_cols.items()}
+    lift_by_domain = {domain: lift_profiles(domain_matrix(taken, items, domain), lift_weighted[cols])
+                      for domain, cols in domain_cols.items()}
     del taken
     log.info("candidates %s: lift vectors of rank %d", args.fold, item_lift.shape[1])
     parts, fold_users, fold_popular = [], {}, {}

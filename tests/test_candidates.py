@@ -140,12 +140,12 @@ def test_lift_vectors_give_each_users_mean_lift_when_the_rank_suffices():
     matrix = taken_matrix(sp.csr_matrix(taken * 3.0))  # confidences, not counts: only whether it was taken
     weighted, vectors = lift_vectors(matrix, factors=32, seed=1)
     assert weighted.shape == vectors.shape and vectors.shape[0] == 8 and vectors.shape[1] <= 7
-    everything = lift_profiles(matrix, weighted, np.arange(8))
+    everything = lift_profiles(matrix, weighted)
     np.testing.assert_allclose(everything @ vectors.T, _mean_lift(taken, np.arange(8)), rtol=1e-3, atol=1e-3)
     assert not everything[-1].any()
     # A profile of a part of the items (one domain's) averages over the user's items in that part only.
     part = np.array([0, 1, 2, 3])
-    np.testing.assert_allclose(lift_profiles(matrix, weighted, part) @ vectors.T, _mean_lift(taken, part),
+    np.testing.assert_allclose(lift_profiles(matrix[:, part], weighted[part]) @ vectors.T, _mean_lift(taken, part),
                                rtol=1e-3, atol=1e-3)
 
 
@@ -161,7 +161,7 @@ def test_lift_score_prefers_a_rare_item_of_the_users_taste_to_a_popular_item_of_
     taken[rng.choice(np.flatnonzero(taste == 0), size=5, replace=False), 0] = 1
     matrix = taken_matrix(sp.csr_matrix(taken))
     weighted, vectors = lift_vectors(matrix, factors=4)
-    scores = lift_profiles(matrix, weighted, np.arange(12)) @ vectors.T
+    scores = lift_profiles(matrix, weighted) @ vectors.T
     users_a = np.flatnonzero((taste == 0) & (taken[:, [0, 6]].sum(axis=1) == 0))
     assert len(users_a) > 10 and (scores[users_a, 0] > scores[users_a, 6]).all()
     # Seen by raw co-counts the popular item wins: that is what the division by the counts removes.
@@ -173,4 +173,4 @@ def test_lift_vectors_of_rank_zero_and_of_an_empty_matrix_are_empty():
     assert lift_vectors(taken_matrix(sp.csr_matrix(np.eye(4))), factors=0)[1].shape == (4, 0)
     weighted, vectors = lift_vectors(taken_matrix(sp.csr_matrix((3, 5))), factors=2)
     assert weighted.shape == (5, 0) and vectors.shape == (5, 0)
-    assert lift_profiles(taken_matrix(sp.csr_matrix((3, 5))), weighted, np.arange(5)).shape == (3, 0)
+    assert lift_profiles(taken_matrix(sp.csr_matrix((3, 5))), weighted).shape == (3, 0)
