@@ -5,7 +5,7 @@ In:  `data/recs/holdout.parquet`, `data/candidates/holdout.parquet`, `data/candi
 Out: `metrics/holdout/{popular,als,final}.json` (per model: score = geometric mean of the domains' NDCG@10; per
      domain and segment: NDCG@10, HitRate@10, Recall@10; per domain: catalog coverage),
      `metrics/holdout/users.json` (truth users per domain and segment), `metrics/candidates.json` (candidate
-     recall per source and in total), `metrics/validation.json` (popular and ALS-only on the train fold's label
+     recall per source, in total and in total per segment), `metrics/validation.json` (popular and ALS-only on the train fold's label
      window: the numbers to choose parameters by), and CSV tables under `metrics/plots/` for `dvc plots`.
 
 Truth of a user in a domain: the items they had in the holdout window and not before it (seen items are
@@ -119,6 +119,19 @@ def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame], u
     return out
 
 
+def segment_recall(found: np.ndarray, truth_users: np.ndarray, lists: pd.DataFrame) -> dict:
+    """{"recall_total_<segment>": share of the segment's truth items among the candidates} for every segment.
+
+    Args:
+        found: per truth item, whether it was a candidate; truth_users: each truth item's user_idx.
+        lists: one model's lists of the domain (user_idx, segment); truth users without a list are cold.
+    """
+    segment = lists.drop_duplicates(USER_IDX).set_index(USER_IDX)["segment"].astype(str)
+    of_item = segment.reindex(truth_users).fillna("cold").to_numpy()
+    return {f"recall_total_{name}": round(float(found[of_item == name].mean()), 5) if (of_item == name).any()
+            else 0.0 for name in SEGMENTS}
+
+
 def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.DataFrame],
              catalog_size: dict[str, int]) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
     """Quality of every model, truth users per segment, candidate recall, and the plot tables.
@@ -154,11 +167,15 @@ def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.D
         n_truth = len(t)
         hit = t.merge(cands, on=[USER_IDX, ITEM_IDX], how="left")
         share = (lambda mask: round(float(mask.sum()) / n_truth, 5) if n_truth else 0.0)
+        found = hit[list(SOURCES.values())].notna().any(axis=1).to_numpy()
         cand_metrics[domain] = {
             "truth_items": int(n_truth),
             "candidates_per_user": round(len(cands) / max(cands[USER_IDX].nunique(), 1), 2),
             **{f"recall_{source}": share(hit[column].notna()) for source, column in SOURCES.items()},
-            "recall_total": share(hit[list(SOURCES.values())].notna().any(axis=1)),
+            "recall_total": share(found),
+            # per segment: whether cross-domain users lose their items in stage one or in the ranking
+            **segment_recall(found, hit[USER_IDX].to_numpy(),
+                             recs[(recs["model"] == "final") & (recs[DOMAIN] == domain)]),
         }
         deepest = int(np.nanmax([cands[c].max() for c in SOURCES.values()] + [K]))
         for depth in sorted({d for d in RECALL_DEPTHS if d < deepest} | {deepest}):

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.evaluate import per_user_metrics, validation_metrics
+from stages.evaluate import per_user_metrics, segment_recall, validation_metrics
 
 
 def test_ndcg_hit_recall_by_hand():
@@ -40,3 +40,12 @@ def test_validation_splits_users_by_their_events_before_the_cutoff():
     assert low["als"]["smm"] == 1.0 and low["popular"]["smm"] == pytest.approx(1 / np.log2(3))
     assert high["popular"]["smm"] == 1.0 and high["als"]["smm"] == pytest.approx(1 / np.log2(3))
     assert out["als"]["zvuk"] == 0.0  # no truth users: 0, not NaN
+
+
+def test_segment_recall_counts_each_truth_item_in_its_users_segment_and_listless_users_as_cold():
+    # user 0 warm (1 of 2 truth items found), user 1 cross (1 of 1), user 2 has no list: cold (1 of 4)
+    lists = pd.DataFrame({"user_idx": [0, 0, 1], "segment": ["warm", "warm", "cross"]})
+    found = np.array([True, False, True, True, False, False, False])
+    out = segment_recall(found, np.array([0, 0, 1, 2, 2, 2, 2]), lists)
+    assert out == {"recall_total_warm": 0.5, "recall_total_cross": 1.0, "recall_total_cold": 0.25}
+    assert segment_recall(found[:2], np.array([0, 0]), lists)["recall_total_cross"] == 0.0  # no such truth item
