@@ -5,8 +5,10 @@ In:  `data/recs/holdout.parquet`, `data/candidates/holdout.parquet`, `data/candi
 Out: `metrics/holdout/{popular,als,final}.json` (per model: score = geometric mean of the domains' NDCG@10; per
      domain and segment: NDCG@10, HitRate@10, Recall@10; per domain: catalog coverage),
      `metrics/holdout/users.json` (truth users per domain and segment), `metrics/candidates.json` (candidate
-     recall per source, in total and in total per segment), `metrics/validation.json` (popular and ALS-only on the train fold's label
-     window: the numbers to choose parameters by), and CSV tables under `metrics/plots/` for `dvc plots`.
+     recall per source, in total and in total per segment), `metrics/validation.json` (popular and ALS-only on
+     the train fold's label window, and the candidate recall there in total and per segment: the numbers to
+     choose parameters by; the segments need `cold.min_interactions`), and CSV tables under `metrics/plots/`
+     for `dvc plots`.
 
 Truth of a user in a domain: the items they had in the holdout window and not before it (seen items are
 never recommended, so a repeat could not be hit). Users whose truth is empty are not scored; nor are users
@@ -25,9 +27,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stages.candidates import read_fold_users
-from stages.cold_split import MODELS, SEGMENTS
+from stages.cold_split import MODELS, SEGMENTS, segment_users
 from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, fold_label_window,
-                           run_stage, seen_pairs, write_json, write_text)
+                           load_params, run_stage, section_params, seen_pairs, write_json, write_text)
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -85,14 +87,16 @@ def fold_truth(interactions: pd.DataFrame, seen: sp.csr_matrix, items: pd.DataFr
 EVENT_BUCKETS = {"1-2": (1, 2), "3-4": (3, 4), "5+": (5, np.inf)}  # events before the cut-off, both domains
 
 
-def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame], user_events: np.ndarray) -> dict:
+def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame], user_events: np.ndarray,
+                       segments: dict[str, pd.Series] | None = None) -> dict:
     """NDCG@10 of popular and ALS-only on the train fold's label window, from its candidate table.
 
     This is the window to choose parameters on: nothing of the holdout window is in it. ALS and popular lists
     are the candidates in their source's order (no popular fill), so users without history score 0 for ALS.
     `by_events` splits the users by their number of events before the cut-off (`user_events`, indexed by
     user_idx): where ALS beats popular on users with few events, they are better left to the ranker than made
-    cold (`cold.min_interactions`).
+    cold (`cold.min_interactions`). `segments` (per domain, segment by user_idx at the fold's cut-off) adds
+    the candidate recall per segment: candidate settings for cross users are chosen on it, not on the holdout.
     """
     out: dict = {"by_events": {bucket: {"users": {}, "popular": {}, "als": {}} for bucket in EVENT_BUCKETS}}
     for domain in DOMAINS:  # every truth user is scored by both models: count them once
@@ -116,20 +120,27 @@ def validation_metrics(features: pd.DataFrame, truth: dict[str, pd.DataFrame], u
         hit = truth[domain].merge(features[features[DOMAIN] == domain], on=[USER_IDX, ITEM_IDX], how="left")
         found = hit[list(SOURCES.values())].notna().any(axis=1)
         out["candidate_recall"][domain] = round(float(found.mean()), 5) if len(hit) else 0.0
+        if segments is not None:
+            out.setdefault("candidate_recall_by_segment", {})[domain] = segment_recall(
+                found.to_numpy(), hit[USER_IDX].to_numpy(), segments[domain])
     return out
 
 
-def segment_recall(found: np.ndarray, truth_users: np.ndarray, lists: pd.DataFrame) -> dict:
+def segment_recall(found: np.ndarray, truth_users: np.ndarray, segment_of: pd.Series) -> dict:
     """{"recall_total_<segment>": share of the segment's truth items among the candidates} for every segment.
 
     Args:
         found: per truth item, whether it was a candidate; truth_users: each truth item's user_idx.
-        lists: one model's lists of the domain (user_idx, segment); truth users without a list are cold.
+        segment_of: segment by user_idx; users missing from it are cold.
     """
-    segment = lists.drop_duplicates(USER_IDX).set_index(USER_IDX)["segment"].astype(str)
-    of_item = segment.reindex(truth_users).fillna("cold").to_numpy()
+    of_item = segment_of.reindex(truth_users).fillna("cold").astype(str).to_numpy()
     return {f"recall_total_{name}": round(float(found[of_item == name].mean()), 5) if (of_item == name).any()
             else 0.0 for name in SEGMENTS}
+
+
+def list_segments(lists: pd.DataFrame) -> pd.Series:
+    """Segment by user_idx of one model's lists of a domain (user_idx, segment)."""
+    return lists.drop_duplicates(USER_IDX).set_index(USER_IDX)["segment"].astype(str)
 
 
 def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.DataFrame],
@@ -175,7 +186,7 @@ def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.D
             "recall_total": share(found),
             # per segment: whether cross-domain users lose their items in stage one or in the ranking
             **segment_recall(found, hit[USER_IDX].to_numpy(),
-                             recs[(recs["model"] == "final") & (recs[DOMAIN] == domain)]),
+                             list_segments(recs[(recs["model"] == "final") & (recs[DOMAIN] == domain)])),
         }
         deepest = int(np.nanmax([cands[c].max() for c in SOURCES.values()] + [K]))
         for depth in sorted({d for d in RECALL_DEPTHS if d < deepest} | {deepest}):
@@ -198,9 +209,17 @@ def main(argv: list[str]) -> None:
     seen = {fold: sp.load_npz(f"data/merged/matrix_{fold}.npz").tocsr() for fold in ("train", "holdout")}
     truth = {fold: fold_truth(interactions, seen[fold], items, fold, args.candidates) for fold in seen}
     del interactions
+    events = np.diff(seen["train"].indptr)
+    min_interactions = section_params(load_params(), "cold")["min_interactions"]
+    train_segments = {}  # as cold-split would name the train fold's users at its cut-off
+    for domain in DOMAINS:
+        users = read_fold_users(args.candidates, "train", domain)
+        in_domain = np.diff(domain_matrix(seen["train"], items, domain).indptr)
+        train_segments[domain] = pd.Series(segment_users(users, in_domain, events, min_interactions=min_interactions),
+                                           index=users)
     validation = validation_metrics(pd.read_parquet("data/features/train.parquet",
                                                     columns=[USER_IDX, DOMAIN, ITEM_IDX, *SOURCES.values()]),
-                                    truth["train"], np.diff(seen["train"].indptr))
+                                    truth["train"], events, train_segments)
     alive = np.bincount(seen["holdout"].indices, minlength=seen["holdout"].shape[1]) > 0
     catalog = {d: int(alive[items.loc[items[DOMAIN] == d, COL].to_numpy()].sum()) for d in DOMAINS}
     quality, users, cand_metrics, ndcg_table, recall_table = evaluate(recs, candidates, truth["holdout"], catalog)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.evaluate import per_user_metrics, segment_recall, validation_metrics
+from stages.evaluate import list_segments, per_user_metrics, segment_recall, validation_metrics
 
 
 def test_ndcg_hit_recall_by_hand():
@@ -42,10 +42,25 @@ def test_validation_splits_users_by_their_events_before_the_cutoff():
     assert out["als"]["zvuk"] == 0.0  # no truth users: 0, not NaN
 
 
-def test_segment_recall_counts_each_truth_item_in_its_users_segment_and_listless_users_as_cold():
-    # user 0 warm (1 of 2 truth items found), user 1 cross (1 of 1), user 2 has no list: cold (1 of 4)
-    lists = pd.DataFrame({"user_idx": [0, 0, 1], "segment": ["warm", "warm", "cross"]})
+def test_segment_recall_counts_each_truth_item_in_its_users_segment_and_unknown_users_as_cold():
+    # user 0 warm (1 of 2 truth items found), user 1 cross (1 of 1), user 2 has no segment: cold (1 of 4)
+    segment_of = pd.Series(["warm", "cross"], index=[0, 1])
     found = np.array([True, False, True, True, False, False, False])
-    out = segment_recall(found, np.array([0, 0, 1, 2, 2, 2, 2]), lists)
+    out = segment_recall(found, np.array([0, 0, 1, 2, 2, 2, 2]), segment_of)
     assert out == {"recall_total_warm": 0.5, "recall_total_cross": 1.0, "recall_total_cold": 0.25}
-    assert segment_recall(found[:2], np.array([0, 0]), lists)["recall_total_cross"] == 0.0  # no such truth item
+    assert segment_recall(found[:2], np.array([0, 0]), segment_of)["recall_total_cross"] == 0.0  # no such item
+    lists = pd.DataFrame({"user_idx": [0, 0, 1], "segment": pd.Categorical(["warm", "warm", "cross"])})
+    assert list_segments(lists).to_dict() == {0: "warm", 1: "cross"}
+
+
+def test_validation_reports_candidate_recall_per_segment_when_given_segments():
+    features = pd.DataFrame({"user_idx": [0, 1], "domain": ["smm"] * 2, "item_idx": [5, 6], "als_rank": [1.0, np.nan],
+                             "recent_rank": [np.nan] * 2, "pop_rank": [np.nan, 1.0]})
+    truth = {"smm": pd.DataFrame({"user_idx": [0, 0, 1], "item_idx": [5, 7, 6]}),
+             "zvuk": pd.DataFrame({"user_idx": np.array([], int), "item_idx": np.array([], int)})}
+    segments = {"smm": pd.Series(["warm", "cross"], index=[0, 1]), "zvuk": pd.Series([], dtype=str)}
+    out = validation_metrics(features, truth, np.array([3, 1]), segments)
+    assert out["candidate_recall"]["smm"] == pytest.approx(2 / 3, abs=1e-5)  # rounded to 5 places
+    assert out["candidate_recall_by_segment"]["smm"] == {"recall_total_warm": 0.5, "recall_total_cross": 1.0,
+                                                         "recall_total_cold": 0.0}
+    assert "candidate_recall_by_segment" not in validation_metrics(features, truth, np.array([3, 1]))
