@@ -138,14 +138,24 @@ def segment_recall(found: np.ndarray, truth_users: np.ndarray, segment_of: pd.Se
             else 0.0 for name in SEGMENTS}
 
 
-def list_segments(lists: pd.DataFrame) -> pd.Series:
-    """Segment by user_idx of one model's lists of a domain (user_idx, segment)."""
-    return lists.drop_duplicates(USER_IDX).set_index(USER_IDX)["segment"].astype(str)
+def fold_segments(matrix: sp.csr_matrix, items: pd.DataFrame, fold: str, *, min_interactions: int,
+                  candidates: str | Path = "data/candidates") -> dict[str, pd.Series]:
+    """Per domain, the segment by user_idx of the users the fold served, named at its cut-off as cold-split
+    names them (`matrix`: the fold's events before the cut-off)."""
+    events = np.diff(matrix.indptr)
+    out = {}
+    for domain in DOMAINS:
+        users = read_fold_users(candidates, fold, domain)
+        in_domain = np.diff(domain_matrix(matrix, items, domain).indptr)
+        out[domain] = pd.Series(segment_users(users, in_domain, events, min_interactions=min_interactions),
+                                index=users)
+    return out
 
 
-def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.DataFrame],
-             catalog_size: dict[str, int]) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
-    """Quality of every model, truth users per segment, candidate recall, and the plot tables.
+def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.DataFrame], catalog_size: dict[str, int],
+             segments: dict[str, pd.Series]) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    """Quality of every model, truth users per segment, candidate recall (also per segment: `segments`, see
+    fold_segments), and the plot tables.
 
     Quality keys: score (geometric mean of the domains' NDCG@10), then per domain: coverage (share of the
     catalog recommended to someone) and per segment (all, warm, cross, cold) ndcg, hit and recall, all @10.
@@ -185,8 +195,7 @@ def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.D
             **{f"recall_{source}": share(hit[column].notna()) for source, column in SOURCES.items()},
             "recall_total": share(found),
             # per segment: whether cross-domain users lose their items in stage one or in the ranking
-            **segment_recall(found, hit[USER_IDX].to_numpy(),
-                             list_segments(recs[(recs["model"] == "final") & (recs[DOMAIN] == domain)])),
+            **segment_recall(found, hit[USER_IDX].to_numpy(), segments[domain]),
         }
         deepest = int(np.nanmax([cands[c].max() for c in SOURCES.values()] + [K]))
         for depth in sorted({d for d in RECALL_DEPTHS if d < deepest} | {deepest}):
@@ -209,20 +218,16 @@ def main(argv: list[str]) -> None:
     seen = {fold: sp.load_npz(f"data/merged/matrix_{fold}.npz").tocsr() for fold in ("train", "holdout")}
     truth = {fold: fold_truth(interactions, seen[fold], items, fold, args.candidates) for fold in seen}
     del interactions
-    events = np.diff(seen["train"].indptr)
     min_interactions = section_params(load_params(), "cold")["min_interactions"]
-    train_segments = {}  # as cold-split would name the train fold's users at its cut-off
-    for domain in DOMAINS:
-        users = read_fold_users(args.candidates, "train", domain)
-        in_domain = np.diff(domain_matrix(seen["train"], items, domain).indptr)
-        train_segments[domain] = pd.Series(segment_users(users, in_domain, events, min_interactions=min_interactions),
-                                           index=users)
+    segments = {fold: fold_segments(seen[fold], items, fold, min_interactions=min_interactions,
+                                    candidates=args.candidates) for fold in seen}
     validation = validation_metrics(pd.read_parquet("data/features/train.parquet",
                                                     columns=[USER_IDX, DOMAIN, ITEM_IDX, *SOURCES.values()]),
-                                    truth["train"], events, train_segments)
+                                    truth["train"], np.diff(seen["train"].indptr), segments["train"])
     alive = np.bincount(seen["holdout"].indices, minlength=seen["holdout"].shape[1]) > 0
     catalog = {d: int(alive[items.loc[items[DOMAIN] == d, COL].to_numpy()].sum()) for d in DOMAINS}
-    quality, users, cand_metrics, ndcg_table, recall_table = evaluate(recs, candidates, truth["holdout"], catalog)
+    quality, users, cand_metrics, ndcg_table, recall_table = evaluate(recs, candidates, truth["holdout"], catalog,
+                                                                      segments["holdout"])
     out = Path(args.out)
     for model in MODELS:  # one file per model: `dvc metrics show` then lines the models up as rows
         write_json(quality[model], out / "holdout" / f"{model}.json")

@@ -1,8 +1,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
-from stages.evaluate import list_segments, per_user_metrics, segment_recall, validation_metrics
+from stages.evaluate import fold_segments, per_user_metrics, segment_recall, validation_metrics
 
 
 def test_ndcg_hit_recall_by_hand():
@@ -49,8 +50,6 @@ def test_segment_recall_counts_each_truth_item_in_its_users_segment_and_unknown_
     out = segment_recall(found, np.array([0, 0, 1, 2, 2, 2, 2]), segment_of)
     assert out == {"recall_total_warm": 0.5, "recall_total_cross": 1.0, "recall_total_cold": 0.25}
     assert segment_recall(found[:2], np.array([0, 0]), segment_of)["recall_total_cross"] == 0.0  # no such item
-    lists = pd.DataFrame({"user_idx": [0, 0, 1], "segment": pd.Categorical(["warm", "warm", "cross"])})
-    assert list_segments(lists).to_dict() == {0: "warm", 1: "cross"}
 
 
 def test_validation_reports_candidate_recall_per_segment_when_given_segments():
@@ -64,3 +63,16 @@ def test_validation_reports_candidate_recall_per_segment_when_given_segments():
     assert out["candidate_recall_by_segment"]["smm"] == {"recall_total_warm": 0.5, "recall_total_cross": 1.0,
                                                          "recall_total_cold": 0.0}
     assert "candidate_recall_by_segment" not in validation_metrics(features, truth, np.array([3, 1]))
+
+
+def test_fold_segments_name_the_served_users_as_cold_split_does(tmp_path):
+    # items 0-1 smm, 2 zvuk; user 0 has smm and zvuk, user 1 zvuk only, user 2 nothing, user 3 one smm event
+    items = pd.DataFrame({"domain": ["smm", "smm", "zvuk"], "col": [0, 1, 2]})
+    matrix = sp.csr_matrix(np.array([[1, 0, 1], [0, 0, 1], [0, 0, 0], [0, 1, 0]], np.float32))
+    pd.DataFrame({"domain": pd.Categorical(["smm"] * 4 + ["zvuk"] * 2, categories=["smm", "zvuk"]),
+                  "user_idx": [0, 1, 2, 3, 0, 3]}).to_parquet(tmp_path / "train_users.parquet")
+    out = fold_segments(matrix, items, "train", min_interactions=1, candidates=tmp_path)
+    assert out["smm"].to_dict() == {0: "warm", 1: "cross", 2: "cold", 3: "warm"}
+    assert out["zvuk"].to_dict() == {0: "warm", 3: "cross"}
+    strict = fold_segments(matrix, items, "train", min_interactions=2, candidates=tmp_path)
+    assert strict["smm"].to_dict() == {0: "warm", 1: "cold", 2: "cold", 3: "cold"}  # 1 event each: cold
