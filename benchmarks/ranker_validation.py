@@ -32,9 +32,8 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from stages.cold_split import SEGMENTS, check_cold_order, segment_users
-from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, load_params,
-                           section_params)
+from stages.cold_split import SEGMENTS, check_cold_order, segments_at_cutoff, segments_of
+from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params)
 from stages.evaluate import fold_truth, per_user_metrics
 from stages.ranker_fit import HASH_BUCKETS, fit_ranker, model_scores, user_bucket
 
@@ -87,7 +86,7 @@ def served_scores(frame: pd.DataFrame, scores: np.ndarray, segments: dict[str, p
     cold = np.zeros(len(frame), dtype=bool)
     for domain in DOMAINS:
         rows = (frame[DOMAIN] == domain).to_numpy()
-        segment = segments[domain].reindex(frame.loc[rows, USER_IDX].to_numpy()).fillna("cold").to_numpy()
+        segment = segments_of(segments[domain], frame.loc[rows, USER_IDX].to_numpy())
         cold[rows] = segment == "cold"
     if cold_order == "popular":
         return np.where(cold, baseline_orders(frame)["popular"], scores)
@@ -114,7 +113,7 @@ def segment_ndcg(frame: pd.DataFrame, scores: dict[str, np.ndarray], truth: dict
         lists = frame.loc[in_domain, [USER_IDX, ITEM_IDX]]
         ndcg = pd.DataFrame({model: per_user_metrics(lists.assign(rank=-score[in_domain]), mine, k)["ndcg"]
                              for model, score in scores.items()})  # one row per truth user, any model
-        segment = segments[domain].reindex(ndcg.index).fillna("cold").to_numpy()
+        segment = segments_of(segments[domain], ndcg.index.to_numpy())
         for name in SEGMENTS:
             part = ndcg[segment == name]
             if len(part):
@@ -163,16 +162,6 @@ def train_fold_truth(seen: sp.csr_matrix, items: pd.DataFrame, directory: str = 
     return fold_truth(interactions, seen, items, "train", f"{directory}/candidates")
 
 
-def train_fold_segments(seen: sp.csr_matrix, items: pd.DataFrame, min_interactions: int) -> dict[str, pd.Series]:
-    """Per domain, user_idx -> segment at the train fold's cut-off (seen: its matrix), as stages.cold_split
-    segments a fold."""
-    counts_total = np.diff(seen.indptr)
-    users = np.arange(seen.shape[0])
-    return {d: pd.Series(segment_users(users, np.diff(domain_matrix(seen, items, d).indptr), counts_total,
-                                       min_interactions=min_interactions), index=users)
-            for d in DOMAINS}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="1,3,5,10", help="numbers of models to compare (comma-separated)")
@@ -198,7 +187,7 @@ def main() -> None:
     print(f"Ranker validation on the train fold ({overrides}, {args.folds} of {MAX_FOLDS} fifths kept out in "
           f"turn): NDCG@10 of the kept-out users\n")
     cold = section_params(all_params, "cold")
-    segments = train_fold_segments(seen, items, cold["min_interactions"])
+    segments = segments_at_cutoff(seen, items, min_interactions=cold["min_interactions"])
     served = {n: served_scores(test, score, segments, cold["order"]) for n, score in scores.items()}
     print("| models | stage two (candidates) | whole model |\n|---:|---:|---:|")
     for n, score in scores.items():

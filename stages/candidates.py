@@ -41,7 +41,8 @@ import scipy.sparse as sp  # noqa: E402
 
 from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX,  # noqa: E402
                            WINDOW, constant_category, domain_matrix, fold_cutoff, fold_label_window, load_params,
-                           read_json, read_target_idx, run_stage, section_params, seen_pairs, write_parquet)
+                           other_domain, read_json, read_target_idx, run_stage, section_params, seen_pairs,
+                           write_parquet)
 
 log = logging.getLogger("pipeline.candidates")
 
@@ -420,7 +421,6 @@ def main(argv: list[str]) -> None:
     parts, fold_users, fold_popular = [], {}, {}
     for domain in DOMAINS:
         cols = domain_cols[domain]
-        other = next(name for name in DOMAINS if name != domain)
         domain_events = interactions[interactions[DOMAIN] == domain]
         users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain),
                              max_users=params["max_labelled_users"], seed=params["seed"])
@@ -431,7 +431,7 @@ def main(argv: list[str]) -> None:
         plays = taste_plays(domain_events, user_taste, cutoff=cutoff, n_items=len(cols))
         cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,
                                 user_taste=user_taste, item_mean=item_mean, item_taste_plays=plays,
-                                lift_same=lift_by_domain[domain], lift_other=lift_by_domain[other],
+                                lift_same=lift_by_domain[domain], lift_other=lift_by_domain[other_domain(domain)],
                                 item_lift=item_lift[cols],
                                 n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"],
                                 recent_pool=params["recent_pool"], als_pool=params["als_pool"])

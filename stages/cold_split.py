@@ -59,6 +59,25 @@ def segment_users(users: np.ndarray, counts_domain: np.ndarray, counts_total: np
     return np.where(cold, "cold", np.where(has_domain, "warm", "cross"))
 
 
+def segments_at_cutoff(matrix: sp.csr_matrix, items: pd.DataFrame, *, min_interactions: int,
+                       users: dict[str, np.ndarray] | None = None) -> dict[str, pd.Series]:
+    """Per domain, user_idx -> segment_users at a fold's cut-off (matrix: the fold's events before it), of
+    users[domain] (None: every user of the matrix)."""
+    counts_total = np.diff(matrix.indptr)
+    out = {}
+    for domain in DOMAINS:
+        mine = np.arange(matrix.shape[0]) if users is None else users[domain]
+        counts_domain = np.diff(domain_matrix(matrix, items, domain).indptr)
+        out[domain] = pd.Series(segment_users(mine, counts_domain, counts_total, min_interactions=min_interactions),
+                                index=mine)
+    return out
+
+
+def segments_of(segments: pd.Series, users: np.ndarray) -> np.ndarray:
+    """The segment of each of `users` (segments: user_idx -> segment); a user missing there is cold."""
+    return segments.reindex(users).fillna("cold").astype(str).to_numpy()
+
+
 def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, seen: sp.csr_matrix, k: int
                ) -> pd.DataFrame:
     """Top-k distinct unseen items per user: the ranked items first, then popular ones.

@@ -72,6 +72,11 @@ def constant_category(value: str, n: int, categories: tuple[str, ...]) -> pd.Cat
     return pd.Categorical.from_codes(np.full(n, categories.index(value), dtype=np.int8), categories=list(categories))
 
 
+def other_domain(domain: str) -> str:
+    """The other of the two domains."""
+    return DOMAINS[1 - DOMAINS.index(domain)]
+
+
 def domain_matrix(matrix, items: pd.DataFrame, domain: str):
     """The users x items CSR of one domain, columns in item_idx order, cut from a merged matrix.
 

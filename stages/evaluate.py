@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from stages.candidates import read_fold_users
-from stages.cold_split import MODELS, SEGMENTS, segment_users
+from stages.cold_split import MODELS, SEGMENTS, segments_at_cutoff, segments_of
 from stages.common import (COL, DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, domain_matrix, fold_label_window,
                            load_params, run_stage, section_params, seen_pairs, write_json, write_text)
 
@@ -133,7 +133,7 @@ def segment_recall(found: np.ndarray, truth_users: np.ndarray, segment_of: pd.Se
         found: per truth item, whether it was a candidate; truth_users: each truth item's user_idx.
         segment_of: segment by user_idx; users missing from it are cold.
     """
-    of_item = segment_of.reindex(truth_users).fillna("cold").astype(str).to_numpy()
+    of_item = segments_of(segment_of, truth_users)
     return {f"recall_total_{name}": round(float(found[of_item == name].mean()), 5) if (of_item == name).any()
             else 0.0 for name in SEGMENTS}
 
@@ -142,20 +142,14 @@ def fold_segments(matrix: sp.csr_matrix, items: pd.DataFrame, fold: str, *, min_
                   candidates: str | Path = "data/candidates") -> dict[str, pd.Series]:
     """Per domain, the segment by user_idx of the users the fold served, named at its cut-off as cold-split
     names them (`matrix`: the fold's events before the cut-off)."""
-    events = np.diff(matrix.indptr)
-    out = {}
-    for domain in DOMAINS:
-        users = read_fold_users(candidates, fold, domain)
-        in_domain = np.diff(domain_matrix(matrix, items, domain).indptr)
-        out[domain] = pd.Series(segment_users(users, in_domain, events, min_interactions=min_interactions),
-                                index=users)
-    return out
+    served = {domain: read_fold_users(candidates, fold, domain) for domain in DOMAINS}
+    return segments_at_cutoff(matrix, items, min_interactions=min_interactions, users=served)
 
 
 def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.DataFrame], catalog_size: dict[str, int],
              segments: dict[str, pd.Series]) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
-    """Quality of every model, truth users per segment, candidate recall (also per segment: `segments`, see
-    fold_segments), and the plot tables.
+    """Quality of every model, truth users per segment, candidate recall, and the plot tables; each split by
+    segment with `segments` (see fold_segments).
 
     Quality keys: score (geometric mean of the domains' NDCG@10), then per domain: coverage (share of the
     catalog recommended to someone) and per segment (all, warm, cross, cold) ndcg, hit and recall, all @10.
@@ -168,8 +162,7 @@ def evaluate(recs: pd.DataFrame, candidates: pd.DataFrame, truth: dict[str, pd.D
         for domain in DOMAINS:
             lists = recs[(recs["model"] == model) & (recs[DOMAIN] == domain)]
             per_user = per_user_metrics(lists, truth[domain])
-            segment = lists.drop_duplicates(USER_IDX).set_index(USER_IDX)["segment"].astype(str)
-            per_user["segment"] = segment.reindex(per_user.index).fillna("cold").to_numpy()
+            per_user["segment"] = segments_of(segments[domain], per_user.index.to_numpy())
             block: dict = {"coverage": round(lists[ITEM_IDX].nunique() / max(catalog_size[domain], 1), 4)}
             for name in ("all", *SEGMENTS):
                 part = per_user if name == "all" else per_user[per_user["segment"] == name]

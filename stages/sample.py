@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER,
-                           check_section, load_params, progress, run_stage, section_params, write_parquet)
+                           check_section, load_params, other_domain, progress, run_stage, section_params, write_parquet)
 
 log = logging.getLogger("pipeline.sample")
 
@@ -82,7 +82,7 @@ def make_sample(*, scale: float, seed: int, taste_strength: float, n_tastes: int
                                 replace=False)
         out[f"test_{domain}"] = train[train[USER].isin(test_users)]
         # Targets: a few users known only in the other domain, and a few nobody has seen (cold).
-        other_only = users.ids[~users.in_domain[domain] & users.in_domain[_other(domain)]]
+        other_only = users.ids[~users.in_domain[domain] & users.in_domain[other_domain(domain)]]
         n_targets = max(1, len(test_users) // 20)
         cross = rng.choice(other_only, size=min(n_targets, len(other_only)), replace=False)
         unknown = _fresh_ids(rng, users.ids, max(1, n_targets // 5))
@@ -90,10 +90,6 @@ def make_sample(*, scale: float, seed: int, taste_strength: float, n_tastes: int
         log.info("sample %s: %d rows, %d users, %d items, %d test users, %d targets", domain, len(train),
                  len(domain_users), train[ITEM].nunique(), len(test_users), len(out[f"targets_{domain}"]))
     return out
-
-
-def _other(domain: str) -> str:
-    return DOMAINS[1 - DOMAINS.index(domain)]
 
 
 def _fresh_ids(rng: np.random.Generator, taken: np.ndarray, n: int) -> np.ndarray:
