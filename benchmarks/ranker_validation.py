@@ -1,11 +1,16 @@
 """Benchmark: ranker variants judged on the train fold only, so that settings are chosen without the holdout.
 
     dvc repro && python -m benchmarks.ranker_validation [--models 1,3,5,10] [--folds 5] [--set learning_rate=0.05 ...]
+                                                        [--one-window]
 
-The holdout ranker learns on `data/features/train.parquet` (labels: the label window). Here a fixed fifth of its
-users (a hash of the user with a seed of its own) is kept out of every model; up to max(--models) models are
-fitted on the other users exactly as `stages.ranker_fit` fits them (each early-stopped on its own held-out
-users), and the mean score of the first n models ranks the kept-out users' candidates. For each n the table
+The holdout ranker learns on `data/features/train.parquet` (labels: the label window) and
+`data/features/early.parquet` (the early window before it). Here a fixed fifth of the train fold's users (a hash
+of the user with a seed of its own) is kept out of every model; up to max(--models) models are fitted on the
+other users' train-fold rows and on every user's early-fold rows (as the holdout ranker learns on the early
+rows of the users it serves: their early window is history to the train fold), exactly as `stages.ranker_fit`
+fits them (each early-stopped on its own held-out users), and the mean score of the first n models ranks the
+kept-out users' candidates. `--one-window` leaves the early rows out, as the rankers learned before they had
+them. For each n the table
 gives two NDCG@10 figures of those rankings:
 - stage two: against the labels, over the kept-out users with a positive among their candidates (a truth item
   that is not among the candidates counts for nobody): the score `ranker.n_models` was chosen by;
@@ -35,7 +40,7 @@ import yaml
 from stages.cold_split import SEGMENTS, check_cold_order, segments_at_cutoff, segments_of
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params)
 from stages.evaluate import fold_truth, per_user_metrics
-from stages.ranker_fit import HASH_BUCKETS, fit_ranker, model_scores, user_bucket
+from stages.ranker_fit import HASH_BUCKETS, fit_ranker, model_scores, training_rows, user_bucket
 
 KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
 MAX_FOLDS = round(1 / KEPT_OUT_SHARE)
@@ -126,10 +131,11 @@ def kept_out_fold(users: np.ndarray) -> np.ndarray:
     return user_bucket(users, KEPT_OUT_SEED) * MAX_FOLDS // HASH_BUCKETS
 
 
-def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1
-                    ) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1,
+                    early: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """The rows of the kept-out users of the first `folds` fifths, and for each n in `models` their scores by
-    the mean of the first n models fitted without them."""
+    the mean of the first n models fitted without their train-fold rows (and with all of `early`, the early
+    fold's rows, when given)."""
     if not 1 <= folds <= MAX_FOLDS:
         raise SystemExit(f"benchmarks.ranker_validation: --folds must be 1..{MAX_FOLDS}, got {folds}")
     fold_of = kept_out_fold(features[USER_IDX].to_numpy())
@@ -137,6 +143,8 @@ def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[in
     for fold in range(folds):
         kept_out = fold_of == fold
         fit, test = features[~kept_out], features[kept_out]
+        if early is not None:
+            fit = training_rows({"train": fit, "early": early})
         boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
         if boosters is None:
             raise SystemExit("benchmarks.ranker_validation: no group with a positive label to learn from")
@@ -147,10 +155,11 @@ def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[in
     return pd.concat(tests), {n: np.concatenate(parts) for n, parts in scores.items()}
 
 
-def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1) -> dict[int, float]:
+def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1,
+             early: pd.DataFrame | None = None) -> dict[int, float]:
     """Stage-two NDCG@10 (candidate_ndcg) on the kept-out users for the mean of the first n models, for each n
     in `models`; with folds > 1, each of the first `folds` fifths of the users is kept out in turn."""
-    test, scores = kept_out_scores(features, ranker_params, models, folds)
+    test, scores = kept_out_scores(features, ranker_params, models, folds, early)
     return {n: candidate_ndcg(test, score) for n, score in scores.items()}
 
 
@@ -169,6 +178,8 @@ def main() -> None:
                         help=f"fifths of the users kept out in turn (1..{MAX_FOLDS}; {MAX_FOLDS}: every user once)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a ranker.* param for this run, e.g. learning_rate=0.05")
+    parser.add_argument("--one-window", action="store_true",
+                        help="fit on the train fold alone, without the early fold's rows")
     args = parser.parse_args()
     all_params = load_params()
     params = dict(section_params(all_params, "ranker"))
@@ -179,11 +190,12 @@ def main() -> None:
         params[key] = yaml.safe_load(value)
     models = sorted({int(n) for n in args.models.split(",")})
     features = pd.read_parquet("data/features/train.parquet")
-    test, scores = kept_out_scores(features, params, models, args.folds)
+    early = None if args.one_window else pd.read_parquet("data/features/early.parquet")
+    test, scores = kept_out_scores(features, params, models, args.folds, early)
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_train.npz").tocsr()
     truth = train_fold_truth(seen, items)
-    overrides = ", ".join(args.set) or "params.yaml as it is"
+    overrides = ", ".join(args.set + ["one window"] * args.one_window) or "params.yaml as it is"
     print(f"Ranker validation on the train fold ({overrides}, {args.folds} of {MAX_FOLDS} fifths kept out in "
           f"turn): NDCG@10 of the kept-out users\n")
     cold = section_params(all_params, "cold")

@@ -19,9 +19,9 @@ Sources (their union; a candidate from several carries each rank):
 - popular: the `n_popular` items of the domain with the most events in the last `popular_days` before the cut-off.
 Items the user already has in this domain are excluded from all; so are items with no event before the cut-off.
 
-Users per fold: train -> users with events in the label window; holdout -> users with events in the holdout
-window (both capped at `max_labelled_users` per domain, drawn at random); final -> every target user (test
-files and targets files).
+Users per fold: early, train, holdout -> users with events in the fold's label window (early, label, holdout;
+capped at `max_labelled_users` per domain, drawn at random); final -> every target user (test files and targets
+files).
 """
 from __future__ import annotations
 
@@ -355,7 +355,7 @@ def target_users(fold: str, domain: str, interactions: pd.DataFrame, targets: np
                  seed: int = 0) -> np.ndarray:
     """user_idx of the users a fold makes candidates for in a domain (see the module docstring), sorted.
 
-    The labelled folds (train, holdout) keep at most `max_users` of them (0 = all), drawn at random with `seed`:
+    The labelled folds (early, train, holdout) keep at most `max_users` of them (0 = all), drawn at random with `seed`:
     ranker training and evaluation need tens of thousands of users, not every user of a full-size data set.
     The final fold always keeps every target user.
     """

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import yaml
 
 DOMAINS = ("smm", "zvuk")
@@ -33,12 +34,15 @@ USER_IDX, ITEM_IDX, COL = "user_idx", "item_idx", "col"
 DOMAIN = "domain"
 WINDOW = "window"
 
-# Folds: the same pipeline run at three cut-off moments (see README, "Evaluation").
+# Folds: the same pipeline run at four cut-off moments (see README, "Evaluation").
+#   early:   history before the early window, labels in the early window -> the holdout ranker learns here too
 #   train:   history before the label window, labels in the label window -> the holdout ranker learns here
 #   holdout: history before the holdout window, truth in the holdout    -> metrics; the final ranker learns here
 #   final:   all history, no labels                                      -> the submission
-FOLDS = ("train", "holdout", "final")
-WINDOW_NAMES = ("history", "label", "holdout")
+# Each ranker learns on the two labelled folds before its cut-off (ranker_fit.TRAIN_FOLDS). `early` comes last
+# here only so that the seeded draws of the other folds (candidates) stay what they were without it.
+FOLDS = ("train", "holdout", "final", "early")
+WINDOW_NAMES = ("history", "early", "label", "holdout")
 
 K = 10
 """Length of every recommendation list (the hackathon's NDCG@10)."""
@@ -48,7 +52,8 @@ NS_PER_DAY = 86_400 * 10**9
 
 def fold_cutoff(windows: dict[str, int], fold: str) -> int:
     """The moment a fold stands at: it may see events strictly before it, never after."""
-    return {"train": windows["label_start"], "holdout": windows["holdout_start"], "final": windows["end"] + 1}[fold]
+    return {"early": windows["early_start"], "train": windows["label_start"], "holdout": windows["holdout_start"],
+            "final": windows["end"] + 1}[fold]
 
 
 def horizon_of(windows: dict[str, int]) -> int:
@@ -58,7 +63,7 @@ def horizon_of(windows: dict[str, int]) -> int:
 
 def fold_label_window(fold: str) -> str | None:
     """The window whose events a fold is judged on (None: the real, unknown future)."""
-    return {"train": "label", "holdout": "holdout", "final": None}[fold]
+    return {"early": "early", "train": "label", "holdout": "holdout", "final": None}[fold]
 
 log = logging.getLogger("pipeline")
 
@@ -242,8 +247,6 @@ def write_npy(array: np.ndarray, path: str | Path) -> None:
 
 
 def write_npz_sparse(matrix, path: str | Path) -> None:
-    import scipy.sparse as sp
-
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         sp.save_npz(fh, matrix, compressed=False)
 

@@ -5,7 +5,7 @@ Out: `data/merged/users.parquet` (user_id -> user_idx), `data/merged/items.parqu
      within the domain, col = column in the merged matrix), `data/merged/interactions.parquet` (every event with
      internal ids and its confidence weight), and `data/merged/matrix_<fold>.npz` (users x all items, CSR) for
      each fold, holding only what that fold may see:
-         train: history window;  holdout: history + label windows;  final: everything.
+         early: history window;  train: + early window;  holdout: + label window;  final: everything.
 
 The maps are explicit tables built once: ids are never shifted or offset arithmetically (the organisers'
 baseline shifted zvuk ids by the smm item count, and the highest smm ids collided with zvuk ids).
@@ -32,7 +32,8 @@ from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM, ITEM_IDX, RATING, 
 log = logging.getLogger("pipeline.merge")
 
 WEIGHTINGS = ("binary", "log", "linear")
-FOLD_WINDOWS = {"train": ("history",), "holdout": ("history", "label"), "final": ("history", "label", "holdout")}
+FOLD_WINDOWS = {"early": ("history",), "train": ("history", "early"), "holdout": ("history", "early", "label"),
+                "final": ("history", "early", "label", "holdout")}
 
 
 def build_maps(events: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -9,7 +9,8 @@ Out: `data/prepared/<domain>/events.parquet`: user_id, item_id, timestamp (int64
      `data/prepared/<domain>/windows.json`: the cut-off moments.
 
 The windows, with h = eval.horizon_days and T = the last timestamp of both domains:
-    history < T - 2h <= label < T - h <= holdout <= T
+    history < T - 3h <= early < T - 2h <= label < T - h <= holdout <= T
+(early: the labels of a second, earlier training fold; to every other fold it is history.)
 Test files hold history rows copied from train; their union with train (exact copies dropped) is the history.
 """
 from __future__ import annotations
@@ -22,8 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER, WINDOW, PipelineError,
-                           check_section, load_params, run_stage, section_params, write_json, write_parquet)
+from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER, WINDOW, WINDOW_NAMES,
+                           PipelineError, check_section, load_params, run_stage, section_params, write_json,
+                           write_parquet)
 
 log = logging.getLogger("pipeline.prepare")
 
@@ -175,17 +177,19 @@ def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame
 
 
 def time_windows(end_ns: int, *, horizon_days: float) -> dict[str, int]:
-    """Cut-off moments: label window and holdout window, each `horizon_days` long, ending at `end_ns`."""
+    """Cut-off moments: early, label and holdout windows, each `horizon_days` long, ending at `end_ns`."""
     h = int(round(horizon_days * NS_PER_DAY))
-    return {"end": int(end_ns), "holdout_start": int(end_ns - h + 1), "label_start": int(end_ns - 2 * h + 1)}
+    return {"end": int(end_ns), "holdout_start": int(end_ns - h + 1), "label_start": int(end_ns - 2 * h + 1),
+            "early_start": int(end_ns - 3 * h + 1)}
 
 
 def split_windows(events: pd.DataFrame, windows: dict[str, int]) -> pd.DataFrame:
-    """Tag each event with the window it falls in: history, label or holdout."""
+    """Tag each event with the window it falls in: history, early, label or holdout."""
     ts = events[TS].to_numpy()
-    codes = (ts >= windows["label_start"]).astype(np.int8) + (ts >= windows["holdout_start"])
+    codes = ((ts >= windows["early_start"]).astype(np.int8) + (ts >= windows["label_start"])
+             + (ts >= windows["holdout_start"]))
     out = events.copy(deep=False)  # a new frame, not new copies of the columns
-    out[WINDOW] = pd.Categorical.from_codes(codes, categories=["history", "label", "holdout"])
+    out[WINDOW] = pd.Categorical.from_codes(codes, categories=list(WINDOW_NAMES))
     return out
 
 
@@ -207,6 +211,10 @@ def prepare_domain(train: pd.DataFrame, test: pd.DataFrame, targets: pd.DataFram
         raise PipelineError(f"params.yaml: eval.horizon_days={horizon_days} is out of range: the label and "
                             f"holdout windows (2 x {horizon_days} days) must be shorter than the data "
                             f"({span_days:.1f} days)")
+    if 3 * horizon_days >= span_days:
+        log.warning("%s: the early window (3 x %s days before the end) starts before the data (%.1f days): the "
+                    "early fold has no history, and the rankers learn little from it", domain, horizon_days,
+                    span_days)
     train = validate_interactions(train, domain=domain, name=f"train_{domain}.parquet")
     test = validate_interactions(test, domain=domain, name=f"test_{domain}.parquet")
     if len(train) == 0:
@@ -226,8 +234,8 @@ def prepare_domain(train: pd.DataFrame, test: pd.DataFrame, targets: pd.DataFram
         users.append(_as_int64(targets[USER], f"targets_{domain}.parquet", USER))
     target_users = pd.DataFrame({USER: np.unique(np.concatenate(users)).astype("int64")})
     counts = events[WINDOW].value_counts()
-    log.info("prepare %s: %d events (%d history, %d label, %d holdout), %d users, %d items, %d target users",
-             domain, len(events), counts.get("history", 0), counts.get("label", 0), counts.get("holdout", 0),
+    log.info("prepare %s: %d events (%d history, %d early, %d label, %d holdout), %d users, %d items, "
+             "%d target users", domain, len(events), *(counts.get(name, 0) for name in WINDOW_NAMES),
              events[USER].nunique(), events[ITEM].nunique(), len(target_users))
     return events, target_users, windows
 

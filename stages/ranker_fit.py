@@ -1,9 +1,13 @@
 """Stage `ranker-fit` (one run per ranker): LightGBM lambdarank over the candidates, rows grouped by (user, domain).
 
-Two rankers, the same recipe at two moments:
-    holdout: learns on features/train (labels: label window)  -> judged on the holdout window
-    final:   learns on features/holdout (labels: holdout)       -> makes the submission
-In:  `data/features/<fold>.parquet`.
+Two rankers, the same recipe at two moments, each learning on the two labelled folds before its cut-off:
+    holdout: learns on features/train and features/early (labels: label and early windows) -> judged on the holdout
+    final:   learns on features/holdout and features/train (labels: holdout and label windows) -> the submission
+A second window doubles the training groups, which a ranker on a few thousand users is short of; its rows are
+one horizon older, and their features are taken at their own fold's cut-off, so they mean what they mean at
+serving. A user's rows of the two windows are two queries (grouped by label window, user, domain), and fall on
+the same side of the early-stopping split (the split hashes the user).
+In:  `data/features/<fold>.parquet` of the ranker's two folds.
 Out: `models/ranker/<name>/model_<m>.txt` (LightGBM text models; a note for the fallback),
      `models/ranker/<name>/meta.json` (kind, features, best iterations, counts), `metrics/ranker_<name>.json`
      (training summary) and `metrics/plots/importance_<name>.csv` (feature gain).
@@ -13,8 +17,8 @@ by a hash of the user so the split is stable) is held out for early stopping. `n
 models, each holding out a different share of users, and scores by their mean: each user then teaches most of
 the models, and the noise of one early-stopping set of a few hundred users averages out. It pays on small
 data (a few thousand training users) and costs n_models times the fit and the scoring, so the models are
-capped at `budget_rows` training rows in all: on the built-in sample (about 370,000 rows) all of them, at
-full size (about 2.3 million, `candidates.max_labelled_users` caps them) one.
+capped at `budget_rows` training rows in all: on the built-in sample (about 800,000 rows of the two folds) all
+of them, at full size (about 2.3 million a fold, `candidates.max_labelled_users` caps them) one.
 With fewer than two groups that have a positive there is nothing to learn: the ranker falls back to ordering
 by ALS score, and says so.
 """
@@ -29,15 +33,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.common import (DOMAIN, USER_IDX, check_section, load_params, run_stage, section_params, write_json,
-                           write_text)
+from stages.common import (DOMAIN, USER_IDX, WINDOW, check_section, fold_label_window, load_params, run_stage,
+                           section_params, write_json, write_text)
 from stages.features import FEATURES
 
 log = logging.getLogger("pipeline.ranker")
 
-GROUP_KEY = [USER_IDX, DOMAIN]  # one lambdarank query: a user's candidates in one domain
+GROUP_KEY = [USER_IDX, DOMAIN]  # one lambdarank query: a user's candidates in one domain (of one label window)
 
-TRAIN_FOLD = {"holdout": "train", "final": "holdout"}
+TRAIN_FOLDS = {"holdout": ("train", "early"), "final": ("holdout", "train")}  # the latest first
 
 
 HASH_BUCKETS = 10_000
@@ -59,7 +63,8 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
     """Fit up to `n_models` lambdarank models, model m holding out the users of split seed `seed + m`.
 
     Args:
-        features: rows of (user_idx, domain, item_idx, FEATURES..., label).
+        features: rows of (user_idx, domain, item_idx, FEATURES..., label), and of several label windows a
+            `window` column (see training_rows): then a query is a user's candidates of one domain and window.
         truncation_level: lambdarank_truncation_level: how deep into each list the pairwise gradients reach.
         early_stopping_rounds: stop when NDCG@10 on the held-out users has not improved for this many rounds.
         valid_share: share of users held out for early stopping (by each model).
@@ -74,12 +79,13 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
                   min_child_samples=min_child_samples, truncation_level=truncation_level,
                   early_stopping_rounds=early_stopping_rounds, valid_share=valid_share, seed=seed,
                   n_models=n_models, budget_rows=budget_rows)
-    positives = features.groupby(GROUP_KEY, observed=True)["label"].transform("max") > 0
-    rows = features[positives].sort_values(GROUP_KEY, kind="stable")
-    n_groups = int(rows.groupby(GROUP_KEY, observed=True).ngroups)
+    key = query_key(features)
+    positives = features.groupby(key, observed=True)["label"].transform("max") > 0
+    rows = features[positives].sort_values(key, kind="stable")
+    n_groups = int(rows.groupby(key, observed=True).ngroups)
     meta = {"features": FEATURES, "rows": int(len(rows)), "groups": n_groups,
             "positives": int(rows["label"].sum()), "dropped_groups_without_positive":
-            int(features.groupby(GROUP_KEY, observed=True).ngroups) - n_groups}
+            int(features.groupby(key, observed=True).ngroups) - n_groups}
     if n_groups < 2:
         log.warning("ranker: %d group(s) with a positive label: falling back to ordering by ALS score", n_groups)
         return None, {**meta, "kind": "als_score", "best_iterations": []}
@@ -108,6 +114,18 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
     return boosters, meta
 
 
+def query_key(features: pd.DataFrame) -> list[str]:
+    """The columns that make one lambdarank query: (window,) user, domain."""
+    return [WINDOW, *GROUP_KEY] if WINDOW in features.columns else GROUP_KEY
+
+
+def training_rows(folds: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The features of several labelled folds as one table, each row tagged with its fold's label window."""
+    names = [fold_label_window(fold) for fold in folds]
+    return pd.concat([frame.assign(**{WINDOW: pd.Categorical([name] * len(frame), categories=names)})
+                      for name, frame in zip(names, folds.values())], ignore_index=True)
+
+
 def _fit_one(rows: pd.DataFrame, *, seed: int, n_estimators: int, learning_rate: float, num_leaves: int,
              min_child_samples: int, truncation_level: int, early_stopping_rounds: int, valid_share: float
              ) -> tuple[Any, pd.DataFrame]:
@@ -120,7 +138,7 @@ def _fit_one(rows: pd.DataFrame, *, seed: int, n_estimators: int, learning_rate:
     fit_rows, valid_rows = rows[~in_valid], rows[in_valid]
 
     def group_sizes(frame: pd.DataFrame) -> np.ndarray:
-        return frame.groupby(GROUP_KEY, observed=True, sort=False).size().to_numpy()
+        return frame.groupby(query_key(frame), observed=True, sort=False).size().to_numpy()
 
     # The native API: lambdarank without pulling in scikit-learn for the LGBMRanker wrapper.
     lgb_params = {
@@ -169,11 +187,14 @@ def load_ranker(directory: str | Path) -> tuple[list | None, dict]:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=sorted(TRAIN_FOLD))
+    parser.add_argument("name", choices=sorted(TRAIN_FOLDS))
     parser.add_argument("--out", default="models/ranker")
     args = parser.parse_args(argv)
     params = section_params(load_params(), "ranker")
-    features = pd.read_parquet(f"data/features/{TRAIN_FOLD[args.name]}.parquet")
+    folds = TRAIN_FOLDS[args.name]
+    features = training_rows({fold: pd.read_parquet(f"data/features/{fold}.parquet") for fold in folds})
+    log.info("ranker %s: learns on folds %s (%s rows)", args.name, " + ".join(folds),
+             " + ".join(str(n) for n in features[WINDOW].value_counts(sort=False).to_numpy()))
     boosters, meta = fit_ranker(features, **params)
     out = Path(args.out) / args.name
     if out.exists():  # no model files of an earlier run with more models

@@ -59,7 +59,7 @@ def test_als_param_change_reruns_from_als_fit_only(tiny_pipeline: Path, tmp_path
     before = {p: _digest(project / p) for p in ("data/sample", "data/prepared", "data/merged")}
     set_param(project, "als.factors", 16)
     changed = set(json.loads(run_dvc(project, "status", "--json").stdout))
-    assert changed == {"als-fit@train", "als-fit@holdout", "als-fit@final"}
+    assert changed == {"als-fit@early", "als-fit@train", "als-fit@holdout", "als-fit@final"}
     ran = stages_run(run_dvc(project, "repro"))
     assert {"als-fit@train", "candidates@holdout", "evaluate"} <= ran
     assert not ran & {"sample", "prepare@smm", "prepare@zvuk", "merge-domains"}

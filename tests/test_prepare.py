@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,15 +46,23 @@ def test_merge_history_drops_copies_and_aggregates_repeats(caplog):
     assert "1 (user, item) pairs" in caplog.text
 
 
-def test_windows_split_history_label_holdout():
-    end = T0 + 30 * DAY
+def test_windows_split_history_early_label_holdout():
+    end = T0 + 30 * DAY  # windows of 7 days: early from day 9 (+1 ns), label from 16, holdout from 23
     windows = time_windows(end, horizon_days=7)
     assert horizon_of(windows) == 7  # what the features stage reads back as the forecast horizon
-    events = validate_interactions(smm_frame([(1_000_001, 10, 0, 1.5), (1_000_001, 11, 16, 1.5),
-                                              (1_000_001, 12, 17, 1.5), (1_000_001, 13, 24, 1.5),
-                                              (1_000_001, 14, 30, 1.5)]), domain="smm", name="t")
+    days = [0, 9, 10, 16, 17, 24, 30]
+    events = validate_interactions(smm_frame([(1_000_001, 10 + k, day, 1.5) for k, day in enumerate(days)]),
+                                   domain="smm", name="t")
     tagged = split_windows(events, windows)
-    assert tagged["window"].astype(str).tolist() == ["history", "history", "label", "holdout", "holdout"]
+    assert tagged["window"].astype(str).tolist() == ["history", "history", "early", "early", "label", "holdout",
+                                                     "holdout"]
+
+
+def test_a_horizon_that_leaves_the_early_fold_no_history_warns(caplog):
+    frame = smm_frame([(1_000_001, 10, 0, 1.5)])
+    with caplog.at_level(logging.WARNING):
+        prepare_domain(frame, frame, None, domain="smm", end_ns=T0 + 30 * DAY, start_ns=T0, horizon_days=10)
+    assert "the early fold has no history" in caplog.text
 
 
 def test_horizon_longer_than_the_data_is_rejected_before_work():

@@ -4,7 +4,7 @@ import pytest
 
 from stages.common import PipelineError
 from stages.features import FEATURES
-from stages.ranker_fit import fit_ranker, score_candidates
+from stages.ranker_fit import fit_ranker, score_candidates, training_rows
 
 PARAMS = dict(n_estimators=50, learning_rate=0.1, num_leaves=7, min_child_samples=5, truncation_level=10,
               early_stopping_rounds=10, valid_share=0.25, seed=1)
@@ -72,9 +72,10 @@ def test_budget_rows_caps_the_number_of_models():
 def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     from stages import ranker_fit
 
-    features = _features()
+    features, early = _features(), _features(seed=2)
     (tmp_path / "data/features").mkdir(parents=True)
     features.to_parquet(tmp_path / "data/features/train.parquet")
+    early.to_parquet(tmp_path / "data/features/early.parquet")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ranker_fit, "load_params", lambda: {"ranker": {**PARAMS, "n_models": 2, "budget_rows": 0}})
     stale = tmp_path / "models/ranker/holdout/model_5.txt"  # from an earlier run with more models
@@ -84,8 +85,20 @@ def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "models/ranker/holdout").iterdir()) == [
         "meta.json", "model_0.txt", "model_1.txt"]
     boosters, meta = ranker_fit.load_ranker(tmp_path / "models/ranker/holdout")
-    fitted, _ = fit_ranker(features, **{**PARAMS, "n_models": 2})
+    assert meta["groups"] == 400  # the holdout ranker learned on the train and the early fold
+    fitted, _ = fit_ranker(training_rows({"train": features, "early": early}), **{**PARAMS, "n_models": 2})
     assert np.allclose(score_candidates(boosters, meta, features), score_candidates(fitted, meta, features))
+
+
+def test_a_users_rows_of_two_label_windows_are_two_queries():
+    # The same 200 users in two windows: 400 queries of 10 rows, not 200 of 20 (which would rank the two
+    # windows' candidates against each other, and give each query two positives).
+    rows = training_rows({"train": _features(), "early": _features(seed=2)})
+    assert rows["window"].astype(str).value_counts().to_dict() == {"label": 2000, "early": 2000}
+    _, meta = fit_ranker(rows, **PARAMS)
+    assert meta["groups"] == 400 and meta["positives"] == 400
+    _, one = fit_ranker(rows.drop(columns="window"), **PARAMS)
+    assert one["groups"] == 200
 
 
 def test_out_of_range_param_names_the_key():
