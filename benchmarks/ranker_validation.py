@@ -1,7 +1,7 @@
 """Benchmark: ranker variants judged on the train fold only, so that settings are chosen without the holdout.
 
     dvc repro && python -m benchmarks.ranker_validation [--models 1,3,5,10] [--folds 5] [--set learning_rate=0.05 ...]
-                                                        [--one-window]
+                                                        [--one-window | --two-windows]
 
 The holdout ranker learns on `data/features/train.parquet` (labels: the label window) and
 `data/features/early.parquet` (the early window before it). Here a fixed fifth of the train fold's users (a hash
@@ -9,8 +9,9 @@ of the user with a seed of its own) is kept out of every model; up to max(--mode
 other users' train-fold rows and on every user's early-fold rows (as the holdout ranker learns on the early
 rows of the users it serves: their early window is history to the train fold), exactly as `stages.ranker_fit`
 fits them (each early-stopped on its own held-out users), and the mean score of the first n models ranks the
-kept-out users' candidates. `--one-window` leaves the early rows out, as the rankers learned before they had
-them. For each n the table
+kept-out users' candidates. The early rows join as they would join the holdout ranker (while the train fold
+has fewer than `ranker.two_windows_below_groups` groups with a positive); `--one-window` leaves them out,
+`--two-windows` takes them in any case. For each n the table
 gives two NDCG@10 figures of those rankings:
 - stage two: against the labels, over the kept-out users with a positive among their candidates (a truth item
   that is not among the candidates counts for nobody): the score `ranker.n_models` was chosen by;
@@ -40,7 +41,8 @@ import yaml
 from stages.cold_split import SEGMENTS, check_cold_order, segments_at_cutoff, segments_of
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params)
 from stages.evaluate import fold_truth, per_user_metrics
-from stages.ranker_fit import HASH_BUCKETS, fit_ranker, model_scores, training_rows, user_bucket
+from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, positive_groups, training_rows,
+                               user_bucket)
 
 KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
 MAX_FOLDS = round(1 / KEPT_OUT_SHARE)
@@ -178,8 +180,11 @@ def main() -> None:
                         help=f"fifths of the users kept out in turn (1..{MAX_FOLDS}; {MAX_FOLDS}: every user once)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a ranker.* param for this run, e.g. learning_rate=0.05")
-    parser.add_argument("--one-window", action="store_true",
-                        help="fit on the train fold alone, without the early fold's rows")
+    windows = parser.add_mutually_exclusive_group()
+    windows.add_argument("--one-window", action="store_true",
+                         help="fit on the train fold alone, without the early fold's rows")
+    windows.add_argument("--two-windows", action="store_true",
+                         help="fit with the early fold's rows whatever ranker.two_windows_below_groups says")
     args = parser.parse_args()
     all_params = load_params()
     params = dict(section_params(all_params, "ranker"))
@@ -189,13 +194,17 @@ def main() -> None:
             raise SystemExit(f"benchmarks.ranker_validation: ranker.{key} is not a ranker param")
         params[key] = yaml.safe_load(value)
     models = sorted({int(n) for n in args.models.split(",")})
+    below_groups = params.pop("two_windows_below_groups")
     features = pd.read_parquet("data/features/train.parquet")
-    early = None if args.one_window else pd.read_parquet("data/features/early.parquet")
+    # The early rows join as they would join the holdout ranker (ranker.two_windows_below_groups), or by --*-window.
+    two = (args.two_windows or len(learning_folds("holdout", positive_groups(features), below_groups)) > 1
+           ) and not args.one_window
+    early = pd.read_parquet("data/features/early.parquet") if two else None
     test, scores = kept_out_scores(features, params, models, args.folds, early)
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_train.npz").tocsr()
     truth = train_fold_truth(seen, items)
-    overrides = ", ".join(args.set + ["one window"] * args.one_window) or "params.yaml as it is"
+    overrides = ", ".join(args.set + ["two windows" if two else "one window"])
     print(f"Ranker validation on the train fold ({overrides}, {args.folds} of {MAX_FOLDS} fifths kept out in "
           f"turn): NDCG@10 of the kept-out users\n")
     cold = section_params(all_params, "cold")

@@ -1,13 +1,16 @@
 """Stage `ranker-fit` (one run per ranker): LightGBM lambdarank over the candidates, rows grouped by (user, domain).
 
-Two rankers, the same recipe at two moments, each learning on the two labelled folds before its cut-off:
-    holdout: learns on features/train and features/early (labels: label and early windows) -> judged on the holdout
-    final:   learns on features/holdout and features/train (labels: holdout and label windows) -> the submission
-A second window doubles the training groups, which a ranker on a few thousand users is short of; its rows are
-one horizon older, and their features are taken at their own fold's cut-off, so they mean what they mean at
-serving. A user's rows of the two windows are two queries (grouped by label window, user, domain), and fall on
+Two rankers, the same recipe at two moments, each learning on the latest labelled fold before its cut-off and,
+while that one is short of training groups, on the fold before it too:
+    holdout: learns on features/train (+ features/early)   (labels: label (+ early) window) -> judged on the holdout
+    final:   learns on features/holdout (+ features/train) (labels: holdout (+ label) window) -> the submission
+The earlier window doubles the training groups, which a ranker on a few thousand users is short of; its rows
+are one horizon older, and their features are taken at their own fold's cut-off, so they mean what they mean
+at serving. It joins only while the latest fold has fewer than `two_windows_below_groups` groups with a
+positive: on the sample (about 3,000) it raised the whole model's validation score, at full size (about
+17,700) it did not, and there it costs a fit on twice the rows (docs/experiments.md). A user's rows of the two windows are two queries (grouped by label window, user, domain), and fall on
 the same side of the early-stopping split (the split hashes the user).
-In:  `data/features/<fold>.parquet` of the ranker's two folds.
+In:  `data/features/<fold>.parquet` of the ranker's two folds (the earlier one read only when it joins).
 Out: `models/ranker/<name>/model_<m>.txt` (LightGBM text models; a note for the fallback),
      `models/ranker/<name>/meta.json` (kind, features, best iterations, counts), `metrics/ranker_<name>.json`
      (training summary) and `metrics/plots/importance_<name>.csv` (feature gain).
@@ -18,7 +21,7 @@ models, each holding out a different share of users, and scores by their mean: e
 the models, and the noise of one early-stopping set of a few hundred users averages out. It pays on small
 data (a few thousand training users) and costs n_models times the fit and the scoring, so the models are
 capped at `budget_rows` training rows in all: on the built-in sample (about 800,000 rows of the two folds) all
-of them, at full size (about 2.3 million a fold, `candidates.max_labelled_users` caps them) one.
+of them, at full size (one fold, about 2.3 million rows: `candidates.max_labelled_users` caps them) one.
 With fewer than two groups that have a positive there is nothing to learn: the ranker falls back to ordering
 by ALS score, and says so.
 """
@@ -114,6 +117,18 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
     return boosters, meta
 
 
+def positive_groups(features: pd.DataFrame) -> int:
+    """How many (user, domain) groups of one fold have a positive label: the queries a ranker can learn from."""
+    return int(features.loc[features["label"] > 0, GROUP_KEY].drop_duplicates().shape[0])
+
+
+def learning_folds(name: str, latest_groups: int, two_windows_below_groups: int) -> tuple[str, ...]:
+    """The folds ranker `name` learns on: its latest labelled fold, and the one before while the latest has
+    fewer than `two_windows_below_groups` groups with a positive (0: never)."""
+    latest, earlier = TRAIN_FOLDS[name]
+    return (latest, earlier) if latest_groups < two_windows_below_groups else (latest,)
+
+
 def query_key(features: pd.DataFrame) -> list[str]:
     """The columns that make one lambdarank query: (window,) user, domain."""
     return [WINDOW, *GROUP_KEY] if WINDOW in features.columns else GROUP_KEY
@@ -190,12 +205,18 @@ def main(argv: list[str]) -> None:
     parser.add_argument("name", choices=sorted(TRAIN_FOLDS))
     parser.add_argument("--out", default="models/ranker")
     args = parser.parse_args(argv)
-    params = section_params(load_params(), "ranker")
-    folds = TRAIN_FOLDS[args.name]
-    features = training_rows({fold: pd.read_parquet(f"data/features/{fold}.parquet") for fold in folds})
-    log.info("ranker %s: learns on folds %s (%s rows)", args.name, " + ".join(folds),
-             " + ".join(str(n) for n in features[WINDOW].value_counts(sort=False).to_numpy()))
+    params = dict(section_params(load_params(), "ranker"))
+    below_groups = params.pop("two_windows_below_groups")
+    latest = pd.read_parquet(f"data/features/{TRAIN_FOLDS[args.name][0]}.parquet")
+    folds = learning_folds(args.name, positive_groups(latest), below_groups)
+    frames = {folds[0]: latest, **{fold: pd.read_parquet(f"data/features/{fold}.parquet") for fold in folds[1:]}}
+    features = training_rows(frames)
+    log.info("ranker %s: learns on fold%s %s (%s rows; %d groups with a positive in %s, two_windows_below_groups "
+             "%d)", args.name, "s" * (len(folds) > 1), " + ".join(folds),
+             " + ".join(str(len(frame)) for frame in frames.values()), positive_groups(latest), folds[0],
+             below_groups)
     boosters, meta = fit_ranker(features, **params)
+    meta["label_windows"] = len(folds)
     out = Path(args.out) / args.name
     if out.exists():  # no model files of an earlier run with more models
         shutil.rmtree(out)

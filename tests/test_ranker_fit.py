@@ -4,7 +4,7 @@ import pytest
 
 from stages.common import PipelineError
 from stages.features import FEATURES
-from stages.ranker_fit import fit_ranker, score_candidates, training_rows
+from stages.ranker_fit import fit_ranker, learning_folds, positive_groups, score_candidates, training_rows
 
 PARAMS = dict(n_estimators=50, learning_rate=0.1, num_leaves=7, min_child_samples=5, truncation_level=10,
               early_stopping_rounds=10, valid_share=0.25, seed=1)
@@ -77,7 +77,8 @@ def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     features.to_parquet(tmp_path / "data/features/train.parquet")
     early.to_parquet(tmp_path / "data/features/early.parquet")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(ranker_fit, "load_params", lambda: {"ranker": {**PARAMS, "n_models": 2, "budget_rows": 0}})
+    ranker = {**PARAMS, "n_models": 2, "budget_rows": 0, "two_windows_below_groups": 201}  # 200 groups: two
+    monkeypatch.setattr(ranker_fit, "load_params", lambda: {"ranker": ranker})
     stale = tmp_path / "models/ranker/holdout/model_5.txt"  # from an earlier run with more models
     stale.parent.mkdir(parents=True)
     stale.write_text("old")
@@ -88,6 +89,22 @@ def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     assert meta["groups"] == 400  # the holdout ranker learned on the train and the early fold
     fitted, _ = fit_ranker(training_rows({"train": features, "early": early}), **{**PARAMS, "n_models": 2})
     assert np.allclose(score_candidates(boosters, meta, features), score_candidates(fitted, meta, features))
+    assert meta["label_windows"] == 2
+
+    ranker["two_windows_below_groups"] = 200  # the train fold's 200 groups are enough: the early fold stays out
+    ranker_fit.main(["holdout"])
+    boosters, meta = ranker_fit.load_ranker(tmp_path / "models/ranker/holdout")
+    assert meta["groups"] == 200 and meta["label_windows"] == 1
+
+
+def test_the_earlier_fold_joins_only_while_the_latest_is_short_of_groups():
+    features = _features()
+    features.loc[features["user_idx"] == 0, "label"] = 0  # one group without a positive
+    assert positive_groups(features) == 199
+    assert learning_folds("holdout", 199, 10_000) == ("train", "early")
+    assert learning_folds("final", 199, 10_000) == ("holdout", "train")
+    assert learning_folds("holdout", 199, 199) == ("train",)
+    assert learning_folds("final", 199, 0) == ("holdout",)  # 0: never
 
 
 def test_a_users_rows_of_two_label_windows_are_two_queries():
