@@ -8,8 +8,9 @@ The earlier window doubles the training groups, which a ranker on a few thousand
 are one horizon older, and their features are taken at their own fold's cut-off, so they mean what they mean
 at serving. It joins only while the latest fold has fewer than `two_windows_below_groups` groups with a
 positive: on the sample (about 3,000) it raised the whole model's validation score, at full size (about
-17,700) it did not, and there it costs a fit on twice the rows (docs/experiments.md). A user's rows of the two windows are two queries (grouped by label window, user, domain), and fall on
-the same side of the early-stopping split (the split hashes the user).
+17,700) it did not, and there it costs a fit on twice the rows (docs/experiments.md). A user's rows of the two
+windows are two queries (grouped by label window, user, domain), and fall on the same side of the
+early-stopping split (the split hashes the user).
 In:  `data/features/<fold>.parquet` of the ranker's two folds (the earlier one read only when it joins).
 Out: `models/ranker/<name>/model_<m>.txt` (LightGBM text models; a note for the fallback),
      `models/ranker/<name>/meta.json` (kind, features, best iterations, counts), `metrics/ranker_<name>.json`
@@ -208,13 +209,13 @@ def main(argv: list[str]) -> None:
     params = dict(section_params(load_params(), "ranker"))
     below_groups = params.pop("two_windows_below_groups")
     latest = pd.read_parquet(f"data/features/{TRAIN_FOLDS[args.name][0]}.parquet")
-    folds = learning_folds(args.name, positive_groups(latest), below_groups)
+    latest_groups = positive_groups(latest)
+    folds = learning_folds(args.name, latest_groups, below_groups)
     frames = {folds[0]: latest, **{fold: pd.read_parquet(f"data/features/{fold}.parquet") for fold in folds[1:]}}
     features = training_rows(frames)
     log.info("ranker %s: learns on fold%s %s (%s rows; %d groups with a positive in %s, two_windows_below_groups "
              "%d)", args.name, "s" * (len(folds) > 1), " + ".join(folds),
-             " + ".join(str(len(frame)) for frame in frames.values()), positive_groups(latest), folds[0],
-             below_groups)
+             " + ".join(str(len(frame)) for frame in frames.values()), latest_groups, folds[0], below_groups)
     boosters, meta = fit_ranker(features, **params)
     meta["label_windows"] = len(folds)
     out = Path(args.out) / args.name
