@@ -196,9 +196,10 @@ def main() -> None:
     models = sorted({int(n) for n in args.models.split(",")})
     below_groups = params.pop("two_windows_below_groups")
     features = pd.read_parquet("data/features/train.parquet")
-    # The early rows join as they would join the holdout ranker (ranker.two_windows_below_groups), or by --*-window.
-    two = (args.two_windows or len(learning_folds("holdout", positive_groups(features), below_groups)) > 1
-           ) and not args.one_window
+    if args.one_window or args.two_windows:
+        two = args.two_windows
+    else:  # as the early rows would join the holdout ranker
+        two = len(learning_folds("holdout", positive_groups(features), below_groups)) == 2
     early = pd.read_parquet("data/features/early.parquet") if two else None
     test, scores = kept_out_scores(features, params, models, args.folds, early)
     items = pd.read_parquet("data/merged/items.parquet")

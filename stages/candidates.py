@@ -355,8 +355,8 @@ def target_users(fold: str, domain: str, interactions: pd.DataFrame, targets: np
                  seed: int = 0) -> np.ndarray:
     """user_idx of the users a fold makes candidates for in a domain (see the module docstring), sorted.
 
-    The labelled folds (early, train, holdout) keep at most `max_users` of them (0 = all), drawn at random with `seed`:
-    ranker training and evaluation need tens of thousands of users, not every user of a full-size data set.
+    The labelled folds (early, train, holdout) keep at most `max_users` of them (0 = all), drawn at random with
+    `seed`: ranker training and evaluation need tens of thousands of users, not every user of a full-size data set.
     The final fold always keeps every target user.
     """
     if fold == "final":

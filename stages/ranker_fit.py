@@ -119,8 +119,8 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
 
 
 def positive_groups(features: pd.DataFrame) -> int:
-    """How many (user, domain) groups of one fold have a positive label: the queries a ranker can learn from."""
-    return int(features.loc[features["label"] > 0, GROUP_KEY].drop_duplicates().shape[0])
+    """How many queries (query_key) have a positive label: the ones a ranker can learn from."""
+    return int(features.loc[features["label"] > 0, query_key(features)].drop_duplicates().shape[0])
 
 
 def learning_folds(name: str, latest_groups: int, two_windows_below_groups: int) -> tuple[str, ...]:
@@ -213,9 +213,9 @@ def main(argv: list[str]) -> None:
     folds = learning_folds(args.name, latest_groups, below_groups)
     frames = {folds[0]: latest, **{fold: pd.read_parquet(f"data/features/{fold}.parquet") for fold in folds[1:]}}
     features = training_rows(frames)
-    log.info("ranker %s: learns on fold%s %s (%s rows; %d groups with a positive in %s, two_windows_below_groups "
-             "%d)", args.name, "s" * (len(folds) > 1), " + ".join(folds),
-             " + ".join(str(len(frame)) for frame in frames.values()), latest_groups, folds[0], below_groups)
+    log.info("ranker %s: learns on %s (%s rows; %d groups with a positive in %s, two_windows_below_groups %d)",
+             args.name, " + ".join(folds), " + ".join(str(len(frame)) for frame in frames.values()), latest_groups,
+             folds[0], below_groups)
     boosters, meta = fit_ranker(features, **params)
     meta["label_windows"] = len(folds)
     out = Path(args.out) / args.name
