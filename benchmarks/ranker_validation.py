@@ -38,7 +38,7 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from stages.cold_split import SEGMENTS, check_cold_order, segments_at_cutoff, segments_of
+from stages.cold_split import SEGMENTS, blended_rank, check_cold_order, segments_at_cutoff, segments_of
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params)
 from stages.evaluate import fold_truth, per_user_metrics
 from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, positive_groups, training_rows,
@@ -87,8 +87,9 @@ def baseline_orders(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 def served_scores(frame: pd.DataFrame, scores: np.ndarray, segments: dict[str, pd.Series], cold_order: str
                   ) -> np.ndarray:
     """The ranker's scores with the cold users' rows ordered as `stages.cold_split` serves them: their popular
-    candidates (pop_rank set) by the ranker, the rest after (cold_order "ranker"), or all by popularity
-    ("popular"). Only the order within a user's candidates matters to the scores that use this."""
+    candidates (pop_rank set) by the ranker (cold_order "ranker") or by blended_rank ("blend"), the rest after,
+    or all by popularity ("popular"). Only the order within a user's candidates matters to the scores that use
+    this."""
     check_cold_order(cold_order)
     cold = np.zeros(len(frame), dtype=bool)
     for domain in DOMAINS:
@@ -98,7 +99,14 @@ def served_scores(frame: pd.DataFrame, scores: np.ndarray, segments: dict[str, p
     if cold_order == "popular":
         return np.where(cold, baseline_orders(frame)["popular"], scores)
     popular_candidate = frame["pop_rank"].notna().to_numpy()
-    return np.where(cold & ~popular_candidate, scores.min() - 1.0, scores)
+    served = scores.copy()
+    if cold_order == "blend":
+        mine = cold & popular_candidate
+        domain = pd.Categorical(frame[DOMAIN], categories=list(DOMAINS)).codes
+        group = frame[USER_IDX].to_numpy().astype(np.int64) * 2 + domain
+        served[mine] = -blended_rank(group[mine], scores[mine], frame["pop_rank"].to_numpy()[mine])
+    served[cold & ~popular_candidate] = -np.inf  # after every popular candidate, whatever the scale above
+    return served
 
 
 def segment_ndcg(frame: pd.DataFrame, scores: dict[str, np.ndarray], truth: dict[str, pd.DataFrame],

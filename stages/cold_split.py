@@ -7,7 +7,8 @@ Out: `data/recs/<fold>.parquet`, long format: user_idx, domain, segment, model, 
 A user is cold when they have fewer than `cold.min_interactions` events over both domains before the cut-off;
 cold users get the domain's recent top-popular items: in popularity order (`cold.order: popular`), or their
 popular candidates in the ranker's order (`cold.order: ranker`), which for a user without history weighs only
-what it knows of the items (trend, recent shares, forecast). Everyone else gets the ranker's order. Seen items
+what it knows of the items (trend, recent shares, forecast), or by the mean of the two ranks (`cold.order:
+blend`: the ranker's order shrunk towards popularity's). Everyone else gets the ranker's order. Seen items
 of the domain are never recommended; a list the ranker cannot fill to 10 is completed from popularity.
 
 Segments, per (user, domain): cold; cross (not cold, no history in this domain, history in the other: the
@@ -37,7 +38,7 @@ log = logging.getLogger("pipeline.cold_split")
 
 MODELS = ("popular", "als", "final")
 SEGMENTS = ("warm", "cross", "cold")
-COLD_ORDERS = ("popular", "ranker")  # cold.order: how cold users' top-popular items are ordered
+COLD_ORDERS = ("popular", "ranker", "blend")  # cold.order: how cold users' top-popular items are ordered
 
 
 def check_cold_order(order: str) -> None:
@@ -76,6 +77,19 @@ def segments_at_cutoff(matrix: sp.csr_matrix, items: pd.DataFrame, *, min_intera
 def segments_of(segments: pd.Series, users: np.ndarray) -> np.ndarray:
     """The segment of each of `users` (segments: user_idx -> segment); a user missing there is cold."""
     return segments.reindex(users).fillna("cold").astype(str).to_numpy()
+
+
+def blended_rank(group: np.ndarray, scores: np.ndarray, pop_rank: np.ndarray) -> np.ndarray:
+    """Order key (lower first) of `cold.order: blend` within each group (one cold user in one domain) of popular
+    candidates: the mean of a row's place by ranker score and its place by pop_rank; a tie goes to the more
+    popular item."""
+    places = []
+    for order in (-scores, pop_rank):
+        ranked = np.lexsort((order, group))
+        place = np.empty(len(group), dtype=np.float64)
+        place[ranked] = _position_in_run(group[ranked])
+        places.append(place)
+    return (places[0] + places[1]) / 2 + places[1] / (2 * len(group) + 2)
 
 
 def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, seen: sp.csr_matrix, k: int
@@ -144,11 +158,12 @@ def _position_in_run(sorted_values: np.ndarray) -> np.ndarray:
 
 
 def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int, models: tuple[str, ...] = MODELS,
-              ranked_popular: np.ndarray | None = None) -> pd.DataFrame:
+              ranked_popular: np.ndarray | None = None, all_popular: bool = False) -> pd.DataFrame:
     """The rows of a features chunk that can still make a top-k list: per (user, domain), the k best by
     ranker score, (when `models` has "als") the k best by ALS rank and, for the users that `ranked_popular`
-    (a boolean per user_idx: cold users under `cold.order: ranker`) marks, the k popular candidates (pop_rank
-    set) best by ranker score. Taking them chunk by chunk and choosing again over the union gives the same
+    (a boolean per user_idx: cold users under `cold.order` ranker or blend) marks, the k popular candidates
+    (pop_rank set) best by ranker score, or all of them (`all_popular`: blend, where a place by score beyond k
+    can still make the list). Taking them chunk by chunk and choosing again over the union gives the same
     lists as choosing over the whole table, which at full size (40M rows) does not fit."""
     group = chunk[USER_IDX].to_numpy().astype(np.int64) * 2 + chunk[DOMAIN].cat.codes.to_numpy()
     keep = np.zeros(len(chunk), dtype=bool)
@@ -158,8 +173,11 @@ def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int, models: tuple[str
         keep[ranked[_position_in_run(group[ranked]) < k]] = True
     if ranked_popular is not None:  # sorted apart: only the marked users' popular rows, not the whole chunk
         mine = np.flatnonzero(ranked_popular[chunk[USER_IDX].to_numpy()] & chunk["pop_rank"].notna().to_numpy())
-        ranked = mine[np.lexsort((-scores[mine], group[mine]))]
-        keep[ranked[_position_in_run(group[ranked]) < k]] = True
+        if all_popular:
+            keep[mine] = True
+        else:
+            ranked = mine[np.lexsort((-scores[mine], group[mine]))]
+            keep[ranked[_position_in_run(group[ranked]) < k]] = True
     columns = [USER_IDX, DOMAIN, ITEM_IDX, "als_rank", *(["pop_rank"] if ranked_popular is not None else [])]
     return chunk.loc[keep, columns].assign(score=scores[keep])
 
@@ -168,8 +186,8 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
                      popular: np.ndarray, seen: sp.csr_matrix, has_history: np.ndarray,
                      models: tuple[str, ...] = MODELS, cold_order: str = "popular") -> pd.DataFrame:
     """Lists of the given models (default all three) for one domain: user_idx, segment, model, rank, item_idx.
-    Cold users' final lists: popularity order, or (cold_order "ranker") their popular candidates (pop_rank
-    set) in ranker order."""
+    Cold users' final lists: popularity order, or their popular candidates (pop_rank set) in ranker order
+    (cold_order "ranker") or in blended_rank order ("blend")."""
     check_cold_order(cold_order)
     segment_of = pd.Series(segments, index=users)
     empty = pd.DataFrame({USER_IDX: np.array([], np.int32), ITEM_IDX: np.array([], np.int32),
@@ -179,8 +197,13 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
     by_ranker = features.assign(order=-ranker_scores)
     of_cold_user = segment_of.reindex(by_ranker[USER_IDX].to_numpy()).to_numpy() == "cold"
     in_final = ~of_cold_user
-    if cold_order == "ranker":  # cold users' popular candidates only: cold users get top-popular items
-        in_final |= of_cold_user & by_ranker["pop_rank"].notna().to_numpy()
+    if cold_order != "popular":  # cold users' popular candidates only: cold users get top-popular items
+        cold_popular = of_cold_user & by_ranker["pop_rank"].notna().to_numpy()
+        in_final |= cold_popular
+        if cold_order == "blend":
+            mine = by_ranker[cold_popular]
+            blended = blended_rank(mine[USER_IDX].to_numpy(), ranker_scores[cold_popular], mine["pop_rank"].to_numpy())
+            by_ranker.loc[cold_popular, "order"] = blended
     final_rows = by_ranker.loc[in_final, [USER_IDX, ITEM_IDX, "order"]]
     ranked = {"popular": empty, "als": als[has_history[als[USER_IDX].to_numpy()]], "final": final_rows}
     parts = []
@@ -208,7 +231,7 @@ def main(argv: list[str]) -> None:
     models = MODELS if args.fold == "holdout" else ("final",)  # the submission needs the product alone
     # Scored a row group at a time, keeping only rows that can make a list: memory stays at one chunk.
     counts_total = np.diff(matrix.indptr)
-    ranked_popular = is_cold(counts_total, min_interactions) if cold_order == "ranker" else None
+    ranked_popular = is_cold(counts_total, min_interactions) if cold_order != "popular" else None
     features_file = pq.ParquetFile(f"data/features/{args.fold}.parquet")
     columns = list(dict.fromkeys([USER_IDX, DOMAIN, ITEM_IDX, "als_rank", "pop_rank", "als_score",
                                   *meta["features"]]))
@@ -216,7 +239,8 @@ def main(argv: list[str]) -> None:
     for group in progress(range(features_file.num_row_groups), desc="scoring", unit="row group"):
         chunk = features_file.read_row_group(group, columns=columns).to_pandas()
         chunk[DOMAIN] = pd.Categorical(chunk[DOMAIN], categories=list(DOMAINS))
-        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models, ranked_popular))
+        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models, ranked_popular,
+                              all_popular=cold_order == "blend"))
         del chunk
     features = pd.concat(kept, ignore_index=True)
     scores = features.pop("score").to_numpy()

@@ -169,7 +169,8 @@ def test_unknown_cold_order_is_rejected_before_any_input_is_read(tmp_path: Path)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-m", "stages.cold_split", "final", "--out", "recs"], cwd=tmp_path,
                             env=env, capture_output=True, text=True)
-    _assert_clean_failure(result, "params.yaml: cold.order='trend' is out of range: must be one of popular, ranker",
+    _assert_clean_failure(result,
+                          "params.yaml: cold.order='trend' is out of range: must be one of popular, ranker, blend",
                           tmp_path / "recs")
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from stages.cold_split import best_rows, fill_top_k, recommend_domain, segment_users
+from stages.cold_split import best_rows, blended_rank, fill_top_k, recommend_domain, segment_users
 from stages.common import PipelineError
 
 
@@ -87,7 +87,9 @@ def test_cold_order_ranker_orders_cold_users_popular_candidates_by_the_ranker_an
     assert by_ranker[by_ranker["user_idx"] == 1]["item_idx"].tolist()[:3] == [4, 3, 0]  # then popular fill
     by_popularity = recommend_domain(*args, models=("final",), cold_order="popular")
     assert by_popularity[by_popularity["user_idx"] == 1]["item_idx"].tolist()[:3] == [0, 1, 2]
-    for recs in (by_ranker, by_popularity):  # warm users are the ranker's either way
+    by_blend = recommend_domain(*args, models=("final",), cold_order="blend")  # places tie: the more popular 3
+    assert by_blend[by_blend["user_idx"] == 1]["item_idx"].tolist()[:3] == [3, 4, 0]
+    for recs in (by_ranker, by_popularity, by_blend):  # warm users are the ranker's either way
         assert recs[recs["user_idx"] == 0]["item_idx"].tolist()[:2] == [4, 3]
     with pytest.raises(PipelineError, match="cold.order"):
         recommend_domain(*args, cold_order="trend")
@@ -101,3 +103,16 @@ def test_best_rows_keeps_the_best_popular_candidates_by_score_of_the_users_asked
     assert best_rows(chunk, scores, 1, ("final",))["item_idx"].tolist() == [1, 1]
     kept = best_rows(chunk, scores, 1, ("final",), ranked_popular=np.array([False, True]))
     assert kept[["user_idx", "item_idx"]].values.tolist() == [[0, 1], [1, 1], [1, 4]]  # user 1's best popular
+    kept = best_rows(chunk, scores, 1, ("final",), ranked_popular=np.array([False, True]), all_popular=True)
+    assert kept[["user_idx", "item_idx"]].values.tolist() == [[0, 1], [1, 1], [1, 3], [1, 4]]
+
+
+def test_blended_rank_is_the_mean_of_the_places_by_score_and_by_popularity_per_group():
+    # group 0: places by score 0, 1, 2 and by pop_rank 2, 0, 1 -> means 1, 0.5, 1.5; group 1: a tie of 0.5
+    group = np.array([0, 0, 0, 1, 1])
+    scores = np.array([3.0, 2.0, 1.0, 5.0, 4.0])
+    pop_rank = np.array([9.0, 1.0, 5.0, 2.0, 1.0])
+    order = blended_rank(group, scores, pop_rank)
+    assert np.argsort(order[:3]).tolist() == [1, 0, 2]
+    assert order[4] < order[3]  # the tie goes to the more popular item
+    assert np.allclose(order[:3], [1.0, 0.5, 1.5], atol=0.2)

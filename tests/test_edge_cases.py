@@ -11,6 +11,7 @@ import yaml
 
 from benchmarks.project import copy_project, set_param
 from stages.candidates import popular_items, read_popular
+from stages.cold_split import blended_rank
 from stages.common import fold_cutoff
 from stages.ranker_fit import load_ranker, score_candidates
 from tests.conftest import run_dvc, smm_frame, zvuk_frame
@@ -67,8 +68,8 @@ def test_wide_ids_heavy_users_and_unknown_targets(tmp_path: Path):
     for user, items in sub["item_id"].items():
         assert len(set(items)) == 10 and set(items) <= all_items
     assert min(min(items) for items in sub["item_id"]) >= BIG_ITEM  # ids kept exactly, no int32 overflow
-    # Users with no history anywhere are cold and get the popular candidates in the ranker's order
-    # (cold.order: ranker, the default), filled from the popular list.
+    # Users with no history anywhere are cold and get the popular candidates in the order that blends the
+    # ranker's with popularity's (cold.order: blend, the default), filled from the popular list.
     recs = pd.read_parquet(project / "data" / "recs" / "final.parquet")
     users = pd.read_parquet(project / "data" / "merged" / "users.parquet").set_index("user_id")["user_idx"]
     unknown = recs[(recs["user_idx"] == users[9_999_999_999]) & (recs["domain"] == "smm")]
@@ -84,9 +85,9 @@ def test_wide_ids_heavy_users_and_unknown_targets(tmp_path: Path):
                     & features["pop_rank"].notna()]
     assert set(mine["item_idx"]) <= set(popular[:len(mine)])  # their candidates are the top-popular items
     booster, meta = load_ranker(project / "models" / "ranker" / "final")
-    by_ranker = mine.assign(score=score_candidates(booster, meta, mine)).sort_values("score", ascending=False,
-                                                                                     kind="stable")
-    expected = list(dict.fromkeys([*by_ranker["item_idx"], *popular]))[:10]
+    scores = score_candidates(booster, meta, mine)
+    blended = mine.assign(order=blended_rank(mine["user_idx"].to_numpy(), scores, mine["pop_rank"].to_numpy()))
+    expected = list(dict.fromkeys([*blended.sort_values("order", kind="stable")["item_idx"], *popular]))[:10]
     assert unknown.sort_values("rank")["item_idx"].tolist() == expected
     # ... and cold-split read that order from the candidates stage's table, not from a copy of its own.
     assert read_popular(project / "data" / "candidates", "final", "smm").tolist() == popular.tolist()

@@ -88,3 +88,5 @@ def test_served_scores_order_cold_users_as_cold_split_serves_them():
     by_popularity = served_scores(frame, scores, segments, "popular")
     assert by_popularity[:2].tolist() == [1.0, 2.0]  # warm: the ranker's
     assert by_popularity[2] > by_popularity[3] > by_popularity[4]  # cold: pop_rank order, others last
+    by_blend = served_scores(frame, scores, segments, "blend")  # cold: the ranks tie, the more popular first
+    assert by_blend[:2].tolist() == [1.0, 2.0] and by_blend[2] > by_blend[3] > by_blend[4]
