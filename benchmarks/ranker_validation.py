@@ -1,7 +1,7 @@
 """Benchmark: ranker variants judged on the train fold only, so that settings are chosen without the holdout.
 
     dvc repro && python -m benchmarks.ranker_validation [--models 1,3,5,10] [--folds 5] [--set learning_rate=0.05 ...]
-                                                        [--one-window | --two-windows]
+                                                        [--one-window | --two-windows] [--cold-orders popular,blend]
 
 The holdout ranker learns on `data/features/train.parquet` (labels: the label window) and
 `data/features/early.parquet` (the early window before it). Here a fixed fifth of the train fold's users (a hash
@@ -24,6 +24,8 @@ A second table splits the whole model by domain and segment (warm, cross, cold a
 them at the train fold's cut-off) for the largest n, next to popular and ALS-only lists made of the same
 candidates (`pop_rank` order; `als_rank` order, popular ones after): where the holdout's segment table shows
 the ranker behind ALS-only on a small segment, this tells noise from a weakness without looking at the holdout.
+`--cold-orders` adds a final column for each `cold.order` named (the same models; only cold rows differ), to
+choose that param from one set of fits.
 
 `--folds 5` repeats this for each of the five fifths (the first is the fifth above), so that every user is
 kept out once and scored by models that never saw them: five times the fits, and a score over all the users
@@ -193,7 +195,13 @@ def main() -> None:
                          help="fit on the train fold alone, without the early fold's rows")
     windows.add_argument("--two-windows", action="store_true",
                          help="fit with the early fold's rows whatever ranker.two_windows_below_groups says")
+    parser.add_argument("--cold-orders", default="", metavar="ORDER,...",
+                        help="also score the final model with cold users ordered each of these ways (cold.order "
+                             "values), as more columns of the segment table")
     args = parser.parse_args()
+    extra_cold_orders = [order for order in args.cold_orders.split(",") if order]
+    for order in extra_cold_orders:
+        check_cold_order(order)
     all_params = load_params()
     params = dict(section_params(all_params, "ranker"))
     for item in args.set:
@@ -222,12 +230,17 @@ def main() -> None:
     print("| models | stage two (candidates) | whole model |\n|---:|---:|---:|")
     for n, score in scores.items():
         print(f"| {n} | {candidate_ndcg(test, score):.4f} | {whole_model_ndcg(test, served[n], truth):.4f} |")
-    table = segment_ndcg(test, {**baseline_orders(test), "final": served[models[-1]]}, truth, segments)
+    finals = {"final": served[models[-1]],
+              **{f"final, cold {order}": served_scores(test, scores[models[-1]], segments, order)
+                 for order in extra_cold_orders}}
+    table = segment_ndcg(test, {**baseline_orders(test), **finals}, truth, segments)
     print(f"\nWhole model by domain and segment ({models[-1]} models, cold users ordered by {cold['order']}; popular "
           f"and ALS-only from the same candidates)\n")
-    print("| domain | segment | users | popular | ALS-only | final |\n|---|---|---:|---:|---:|---:|")
-    for row in table.itertuples(index=False):
-        print(f"| {row.domain} | {row.segment} | {row.users} | {row.popular:.4f} | {row.als:.4f} | {row.final:.4f} |")
+    print("| domain | segment | users | popular | ALS-only | " + " | ".join(finals) + " |")
+    print("|---|---|---:|---:|---:|" + "---:|" * len(finals))
+    for _, row in table.iterrows():
+        values = " | ".join(f"{row[model]:.4f}" for model in ["popular", "als", *finals])
+        print(f"| {row[DOMAIN]} | {row['segment']} | {row['users']} | {values} |")
 
 
 if __name__ == "__main__":
