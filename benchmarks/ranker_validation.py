@@ -40,7 +40,8 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from stages.cold_split import SEGMENTS, blended_rank, check_cold_order, segments_at_cutoff, segments_of
+from stages.cold_split import (SEGMENTS, check_cold_order, cold_popular_order, segments_at_cutoff, segments_of,
+                                user_domain_group)
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params)
 from stages.evaluate import fold_truth, per_user_metrics
 from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, positive_groups, training_rows,
@@ -102,11 +103,9 @@ def served_scores(frame: pd.DataFrame, scores: np.ndarray, segments: dict[str, p
         return np.where(cold, baseline_orders(frame)["popular"], scores)
     popular_candidate = frame["pop_rank"].notna().to_numpy()
     served = scores.copy()
-    if cold_order == "blend":
-        mine = cold & popular_candidate
-        domain = pd.Categorical(frame[DOMAIN], categories=list(DOMAINS)).codes
-        group = frame[USER_IDX].to_numpy().astype(np.int64) * 2 + domain
-        served[mine] = -blended_rank(group[mine], scores[mine], frame["pop_rank"].to_numpy()[mine])
+    mine = cold & popular_candidate
+    group = user_domain_group(frame[USER_IDX].to_numpy(), pd.Categorical(frame[DOMAIN], categories=list(DOMAINS)).codes)
+    served[mine] = -cold_popular_order(group[mine], scores[mine], frame["pop_rank"].to_numpy()[mine], cold_order)
     served[cold & ~popular_candidate] = -np.inf  # after every popular candidate, whatever the scale above
     return served
 

@@ -79,17 +79,32 @@ def segments_of(segments: pd.Series, users: np.ndarray) -> np.ndarray:
     return segments.reindex(users).fillna("cold").astype(str).to_numpy()
 
 
+def user_domain_group(users: np.ndarray, domain_codes: np.ndarray) -> np.ndarray:
+    """One integer per (user_idx, domain) pair: the groups whose lists are made (domain_codes index DOMAINS)."""
+    return users.astype(np.int64) * len(DOMAINS) + domain_codes
+
+
+def place_in_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Each row's place (0 first) within its group, by ascending order; ties keep the rows' own order."""
+    ranked = np.lexsort((order, group))
+    place = np.empty(len(group), dtype=np.int64)
+    place[ranked] = _position_in_run(group[ranked])
+    return place
+
+
 def blended_rank(group: np.ndarray, scores: np.ndarray, pop_rank: np.ndarray) -> np.ndarray:
     """Order key (lower first) of `cold.order: blend` within each group (one cold user in one domain) of popular
     candidates: the mean of a row's place by ranker score and its place by pop_rank; a tie goes to the more
     popular item."""
-    places = []
-    for order in (-scores, pop_rank):
-        ranked = np.lexsort((order, group))
-        place = np.empty(len(group), dtype=np.float64)
-        place[ranked] = _position_in_run(group[ranked])
-        places.append(place)
-    return (places[0] + places[1]) / 2 + places[1] / (2 * len(group) + 2)
+    by_score, by_popularity = place_in_group(group, -scores), place_in_group(group, pop_rank)
+    # Means are multiples of 0.5; the popularity place over 2 * (n + 1) adds less than that, so only breaks ties.
+    return (by_score + by_popularity) / 2 + by_popularity / (2 * len(group) + 2)
+
+
+def cold_popular_order(group: np.ndarray, scores: np.ndarray, pop_rank: np.ndarray, cold_order: str
+                       ) -> np.ndarray:
+    """Order key (lower first) of cold users' popular candidates under cold_order "ranker" or "blend"."""
+    return blended_rank(group, scores, pop_rank) if cold_order == "blend" else -scores
 
 
 def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, seen: sp.csr_matrix, k: int
@@ -165,19 +180,14 @@ def best_rows(chunk: pd.DataFrame, scores: np.ndarray, k: int, models: tuple[str
     (pop_rank set) best by ranker score, or all of them (`all_popular`: blend, where a place by score beyond k
     can still make the list). Taking them chunk by chunk and choosing again over the union gives the same
     lists as choosing over the whole table, which at full size (40M rows) does not fit."""
-    group = chunk[USER_IDX].to_numpy().astype(np.int64) * 2 + chunk[DOMAIN].cat.codes.to_numpy()
+    group = user_domain_group(chunk[USER_IDX].to_numpy(), chunk[DOMAIN].cat.codes.to_numpy())
     keep = np.zeros(len(chunk), dtype=bool)
     orders = [-scores] + ([chunk["als_rank"].fillna(np.inf).to_numpy()] if "als" in models else [])
     for order in orders:
-        ranked = np.lexsort((order, group))
-        keep[ranked[_position_in_run(group[ranked]) < k]] = True
+        keep[place_in_group(group, order) < k] = True
     if ranked_popular is not None:  # sorted apart: only the marked users' popular rows, not the whole chunk
         mine = np.flatnonzero(ranked_popular[chunk[USER_IDX].to_numpy()] & chunk["pop_rank"].notna().to_numpy())
-        if all_popular:
-            keep[mine] = True
-        else:
-            ranked = mine[np.lexsort((-scores[mine], group[mine]))]
-            keep[ranked[_position_in_run(group[ranked]) < k]] = True
+        keep[mine if all_popular else mine[place_in_group(group[mine], -scores[mine]) < k]] = True
     columns = [USER_IDX, DOMAIN, ITEM_IDX, "als_rank", *(["pop_rank"] if ranked_popular is not None else [])]
     return chunk.loc[keep, columns].assign(score=scores[keep])
 
@@ -200,10 +210,9 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
     if cold_order != "popular":  # cold users' popular candidates only: cold users get top-popular items
         cold_popular = of_cold_user & by_ranker["pop_rank"].notna().to_numpy()
         in_final |= cold_popular
-        if cold_order == "blend":
-            mine = by_ranker[cold_popular]
-            blended = blended_rank(mine[USER_IDX].to_numpy(), ranker_scores[cold_popular], mine["pop_rank"].to_numpy())
-            by_ranker.loc[cold_popular, "order"] = blended
+        by_ranker.loc[cold_popular, "order"] = cold_popular_order(  # one domain: the user is the group
+            by_ranker[USER_IDX].to_numpy()[cold_popular], ranker_scores[cold_popular],
+            by_ranker["pop_rank"].to_numpy()[cold_popular], cold_order)
     final_rows = by_ranker.loc[in_final, [USER_IDX, ITEM_IDX, "order"]]
     ranked = {"popular": empty, "als": als[has_history[als[USER_IDX].to_numpy()]], "final": final_rows}
     parts = []
