@@ -40,7 +40,7 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from stages.cold_split import (SEGMENTS, check_cold_order, cold_popular_order, segments_at_cutoff, segments_of,
+from stages.cold_split import (SEGMENTS, check_cold_order, final_order, segments_at_cutoff, segments_of,
                                 user_domain_group)
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params)
 from stages.evaluate import fold_truth, per_user_metrics
@@ -89,25 +89,19 @@ def baseline_orders(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def served_scores(frame: pd.DataFrame, scores: np.ndarray, segments: dict[str, pd.Series], cold_order: str
                   ) -> np.ndarray:
-    """The ranker's scores with the cold users' rows ordered as `stages.cold_split` serves them: their popular
-    candidates (pop_rank set) by the ranker (cold_order "ranker") or by blended_rank ("blend"), the rest after,
-    or all by popularity ("popular"). Only the order within a user's candidates matters to the scores that use
+    """The ranker's scores with the cold users' rows ordered as `stages.cold_split` serves them: by
+    cold_split.final_order, and the rows it leaves out after the others in popularity order (as cold-split
+    fills a list from popularity). Only the order within a user's candidates matters to the scores that use
     this."""
-    check_cold_order(cold_order)
     cold = np.zeros(len(frame), dtype=bool)
     for domain in DOMAINS:
         rows = (frame[DOMAIN] == domain).to_numpy()
-        segment = segments_of(segments[domain], frame.loc[rows, USER_IDX].to_numpy())
-        cold[rows] = segment == "cold"
-    if cold_order == "popular":
-        return np.where(cold, baseline_orders(frame)["popular"], scores)
-    popular_candidate = frame["pop_rank"].notna().to_numpy()
-    served = scores.copy()
-    mine = cold & popular_candidate
+        cold[rows] = segments_of(segments[domain], frame.loc[rows, USER_IDX].to_numpy()) == "cold"
     group = user_domain_group(frame[USER_IDX].to_numpy(), pd.Categorical(frame[DOMAIN], categories=list(DOMAINS)).codes)
-    served[mine] = -cold_popular_order(group[mine], scores[mine], frame["pop_rank"].to_numpy()[mine], cold_order)
-    served[cold & ~popular_candidate] = -np.inf  # after every popular candidate, whatever the scale above
-    return served
+    order = final_order(group, scores, frame["pop_rank"].to_numpy(dtype=np.float64), cold, cold_order)
+    left_out = np.isnan(order)
+    after_all = np.nanmax(np.abs(np.r_[order, 0.0])) + 1  # a left-out row's key exceeds every kept one
+    return -np.where(left_out, after_all - baseline_orders(frame)["popular"], order)
 
 
 def segment_ndcg(frame: pd.DataFrame, scores: dict[str, np.ndarray], truth: dict[str, pd.DataFrame],

@@ -107,6 +107,24 @@ def cold_popular_order(group: np.ndarray, scores: np.ndarray, pop_rank: np.ndarr
     return blended_rank(group, scores, pop_rank) if cold_order == "blend" else -scores
 
 
+def final_order(group: np.ndarray, scores: np.ndarray, pop_rank: np.ndarray, cold: np.ndarray, cold_order: str
+                ) -> np.ndarray:
+    """Order key (lower first) of each candidate row in the final lists, NaN for a row left out: the ranker's
+    order; for cold users' rows (cold), their popular candidates (pop_rank set) by cold_popular_order and the
+    others left out, or under cold_order "popular" every row left out (their lists are filled from popularity).
+    group: one value per (user, domain), as user_domain_group."""
+    check_cold_order(cold_order)
+    order = -np.asarray(scores, dtype=np.float64)
+    if cold_order == "popular":
+        order[cold] = np.nan
+        return order
+    popular_candidate = ~np.isnan(pop_rank)
+    mine = cold & popular_candidate
+    order[mine] = cold_popular_order(group[mine], scores[mine], pop_rank[mine], cold_order)
+    order[cold & ~popular_candidate] = np.nan
+    return order
+
+
 def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, seen: sp.csr_matrix, k: int
                ) -> pd.DataFrame:
     """Top-k distinct unseen items per user: the ranked items first, then popular ones.
@@ -204,16 +222,14 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
                           "order": np.array([], np.float64)})
     als = features[features["als_rank"].notna()]
     als = als.assign(order=als["als_rank"].to_numpy())[[USER_IDX, ITEM_IDX, "order"]]
-    by_ranker = features.assign(order=-ranker_scores)
-    of_cold_user = segment_of.reindex(by_ranker[USER_IDX].to_numpy()).to_numpy() == "cold"
-    in_final = ~of_cold_user
-    if cold_order != "popular":  # cold users' popular candidates only: cold users get top-popular items
-        cold_popular = of_cold_user & by_ranker["pop_rank"].notna().to_numpy()
-        in_final |= cold_popular
-        by_ranker.loc[cold_popular, "order"] = cold_popular_order(  # one domain: the user is the group
-            by_ranker[USER_IDX].to_numpy()[cold_popular], ranker_scores[cold_popular],
-            by_ranker["pop_rank"].to_numpy()[cold_popular], cold_order)
-    final_rows = by_ranker.loc[in_final, [USER_IDX, ITEM_IDX, "order"]]
+    user = features[USER_IDX].to_numpy()
+    of_cold_user = segment_of.reindex(user).to_numpy() == "cold"
+    # best_rows keeps pop_rank only where cold.order reads it (ranker, blend)
+    pop_rank = (features["pop_rank"].to_numpy(dtype=np.float64) if "pop_rank" in features
+                else np.full(len(features), np.nan))
+    order = final_order(user, ranker_scores, pop_rank, of_cold_user, cold_order)  # one domain: the user is the group
+    in_final = ~np.isnan(order)
+    final_rows = features.loc[in_final, [USER_IDX, ITEM_IDX]].assign(order=order[in_final])
     ranked = {"popular": empty, "als": als[has_history[als[USER_IDX].to_numpy()]], "final": final_rows}
     parts = []
     for model in models:

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from stages.cold_split import best_rows, blended_rank, fill_top_k, recommend_domain, segment_users
+from stages.cold_split import best_rows, blended_rank, fill_top_k, final_order, recommend_domain, segment_users
 from stages.common import PipelineError
 
 
@@ -116,3 +116,19 @@ def test_blended_rank_is_the_mean_of_the_places_by_score_and_by_popularity_per_g
     assert np.argsort(order[:3]).tolist() == [1, 0, 2]
     assert order[4] < order[3]  # the tie goes to the more popular item
     assert np.allclose(order[:3], [1.0, 0.5, 1.5], atol=0.2)
+
+
+def test_final_order_keeps_warm_rows_by_score_and_cold_rows_by_cold_order():
+    group = np.array([0, 0, 1, 1, 1])  # group 0 warm, group 1 cold
+    scores = np.array([2.0, 1.0, 0.5, 3.0, 9.0])
+    pop_rank = np.array([np.nan, 1.0, 1.0, 2.0, np.nan])  # the cold user's score-9 row is no popular candidate
+    cold = np.array([False, False, True, True, True])
+    by_ranker = final_order(group, scores, pop_rank, cold, "ranker")
+    np.testing.assert_array_equal(by_ranker[:4], [-2.0, -1.0, -0.5, -3.0])
+    assert np.isnan(by_ranker[4])
+    by_popularity = final_order(group, scores, pop_rank, cold, "popular")
+    np.testing.assert_array_equal(by_popularity[:2], [-2.0, -1.0])
+    assert np.isnan(by_popularity[2:]).all()  # filled from popularity by fill_top_k
+    by_blend = final_order(group, scores, pop_rank, cold, "blend")
+    assert by_blend[2] < by_blend[3]  # places (1 + 0) / 2 and (0 + 1) / 2 tie: the more popular first
+    assert np.isnan(by_blend[4])
