@@ -98,10 +98,10 @@ def served_scores(frame: pd.DataFrame, scores: np.ndarray, segments: dict[str, p
         rows = (frame[DOMAIN] == domain).to_numpy()
         cold[rows] = segments_of(segments[domain], frame.loc[rows, USER_IDX].to_numpy()) == "cold"
     group = user_domain_group(frame[USER_IDX].to_numpy(), pd.Categorical(frame[DOMAIN], categories=list(DOMAINS)).codes)
-    order = final_order(group, scores, frame["pop_rank"].to_numpy(dtype=np.float64), cold, cold_order)
-    left_out = np.isnan(order)
+    order = final_order(group, scores, frame["pop_rank"], cold, cold_order)
     after_all = np.nanmax(np.abs(np.r_[order, 0.0])) + 1  # a left-out row's key exceeds every kept one
-    return -np.where(left_out, after_all - baseline_orders(frame)["popular"], order)
+    popular_place = -baseline_orders(frame)["popular"]  # by pop_rank, the other candidates last
+    return -np.where(np.isnan(order), after_all + popular_place, order)
 
 
 def segment_ndcg(frame: pd.DataFrame, scores: dict[str, np.ndarray], truth: dict[str, pd.DataFrame],

@@ -107,17 +107,22 @@ def cold_popular_order(group: np.ndarray, scores: np.ndarray, pop_rank: np.ndarr
     return blended_rank(group, scores, pop_rank) if cold_order == "blend" else -scores
 
 
-def final_order(group: np.ndarray, scores: np.ndarray, pop_rank: np.ndarray, cold: np.ndarray, cold_order: str
-                ) -> np.ndarray:
+def final_order(group: np.ndarray, scores: np.ndarray, pop_rank: np.ndarray | pd.Series | None, cold: np.ndarray,
+                cold_order: str) -> np.ndarray:
     """Order key (lower first) of each candidate row in the final lists, NaN for a row left out: the ranker's
     order; for cold users' rows (cold), their popular candidates (pop_rank set) by cold_popular_order and the
     others left out, or under cold_order "popular" every row left out (their lists are filled from popularity).
-    group: one value per (user, domain), as user_domain_group."""
+    group: one value per (user, domain), as user_domain_group; pop_rank: read under "ranker" and "blend" only
+    (may be None under "popular", where best_rows does not keep it)."""
     check_cold_order(cold_order)
     order = -np.asarray(scores, dtype=np.float64)
     if cold_order == "popular":
         order[cold] = np.nan
         return order
+    if pop_rank is None:
+        raise ValueError(f"cold.order {cold_order!r} orders cold users' popular candidates by pop_rank, "
+                         "and none was given")
+    pop_rank = np.asarray(pop_rank, dtype=np.float64)
     popular_candidate = ~np.isnan(pop_rank)
     mine = cold & popular_candidate
     order[mine] = cold_popular_order(group[mine], scores[mine], pop_rank[mine], cold_order)
@@ -215,8 +220,7 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
                      models: tuple[str, ...] = MODELS, cold_order: str = "popular") -> pd.DataFrame:
     """Lists of the given models (default all three) for one domain: user_idx, segment, model, rank, item_idx.
     Cold users' final lists: popularity order, or their popular candidates (pop_rank set) in ranker order
-    (cold_order "ranker") or in blended_rank order ("blend")."""
-    check_cold_order(cold_order)
+    (cold_order "ranker") or in blended_rank order ("blend"), as final_order keys them."""
     segment_of = pd.Series(segments, index=users)
     empty = pd.DataFrame({USER_IDX: np.array([], np.int32), ITEM_IDX: np.array([], np.int32),
                           "order": np.array([], np.float64)})
@@ -224,10 +228,8 @@ def recommend_domain(features: pd.DataFrame, ranker_scores: np.ndarray, users: n
     als = als.assign(order=als["als_rank"].to_numpy())[[USER_IDX, ITEM_IDX, "order"]]
     user = features[USER_IDX].to_numpy()
     of_cold_user = segment_of.reindex(user).to_numpy() == "cold"
-    # best_rows keeps pop_rank only where cold.order reads it (ranker, blend)
-    pop_rank = (features["pop_rank"].to_numpy(dtype=np.float64) if "pop_rank" in features
-                else np.full(len(features), np.nan))
-    order = final_order(user, ranker_scores, pop_rank, of_cold_user, cold_order)  # one domain: the user is the group
+    # one domain: the user is the group
+    order = final_order(user, ranker_scores, features.get("pop_rank"), of_cold_user, cold_order)
     in_final = ~np.isnan(order)
     final_rows = features.loc[in_final, [USER_IDX, ITEM_IDX]].assign(order=order[in_final])
     ranked = {"popular": empty, "als": als[has_history[als[USER_IDX].to_numpy()]], "final": final_rows}

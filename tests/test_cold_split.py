@@ -132,3 +132,11 @@ def test_final_order_keeps_warm_rows_by_score_and_cold_rows_by_cold_order():
     by_blend = final_order(group, scores, pop_rank, cold, "blend")
     assert by_blend[2] < by_blend[3]  # places (1 + 0) / 2 and (0 + 1) / 2 tie: the more popular first
     assert np.isnan(by_blend[4])
+
+
+def test_final_order_needs_pop_rank_only_where_cold_order_reads_it():
+    group, scores, cold = np.array([0, 1]), np.array([1.0, 2.0]), np.array([False, True])
+    by_popularity = final_order(group, scores, None, cold, "popular")
+    assert by_popularity[0] == -1.0 and np.isnan(by_popularity[1])
+    with pytest.raises(ValueError, match="pop_rank"):
+        final_order(group, scores, None, cold, "blend")
