@@ -11,7 +11,8 @@ rows of the users it serves: their early window is history to the train fold), e
 fits them (each early-stopped on its own held-out users), and the mean score of the first n models ranks the
 kept-out users' candidates. The early rows join as they would join the holdout ranker (while the train fold
 has fewer than `ranker.two_windows_below_groups` groups with a positive); `--one-window` leaves them out,
-`--two-windows` takes them in any case. For each n the table
+`--two-windows` takes them in any case (the early fold must then have been computed: stage early-gate computes
+it only when the holdout ranker learns on it). For each n the table
 gives two NDCG@10 figures of those rankings:
 - stage two: against the labels, over the kept-out users with a positive among their candidates (a truth item
   that is not among the candidates counts for nobody): the score `ranker.n_models` was chosen by;
@@ -42,7 +43,7 @@ import yaml
 
 from stages.cold_split import (SEGMENTS, check_cold_order, final_order, segments_at_cutoff, segments_of,
                                 user_domain_group)
-from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, section_params)
+from stages.common import DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, read_json, section_params
 from stages.evaluate import fold_truth, per_user_metrics
 from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, positive_groups, training_rows,
                                user_bucket)
@@ -210,6 +211,11 @@ def main() -> None:
     else:  # as the early rows would join the holdout ranker
         two = len(learning_folds("holdout", positive_groups(features), below_groups)) == 2
     early = pd.read_parquet("data/features/early.parquet") if two else None
+    if two and not len(early) and not read_json("data/gate/early.json")["needed"]:
+        raise SystemExit("benchmarks.ranker_validation: the early fold was not computed (data/gate/early.json: the "
+                         "holdout ranker does not learn on it); for --two-windows raise "
+                         "ranker.two_windows_below_groups above the train fold's groups with a positive and run "
+                         "dvc repro")
     test, scores = kept_out_scores(features, params, models, args.folds, early)
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_train.npz").tocsr()

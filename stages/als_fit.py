@@ -2,7 +2,9 @@
 
 In:  `data/merged/matrix_<fold>.npz` (confidence weights, see merge_domains), `data/merged/items.parquet` (which
      columns are which domain).
-Out: `models/als/<fold>/user_factors.npy`, `models/als/<fold>/item_factors.npy` (float32).
+Out: `models/als/<fold>/user_factors.npy`, `models/als/<fold>/item_factors.npy` (float32). The early fold reads
+     `data/gate/early.json` first: when the holdout ranker does not learn on it (stage early-gate), nothing is
+     fitted and `models/als/early/unused.json` says so (common.UNUSED_FOLD_MARKER).
 
 Because both domains sit in one matrix, a user with history in only one domain still gets a taste vector,
 and that vector scores the other domain's items: the cross-domain recommendation.
@@ -32,8 +34,8 @@ import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from stages.common import (COL, DOMAIN, FOLDS, PipelineError, check_section, load_params, run_stage,  # noqa: E402
-                           section_params, write_npy)
+from stages.common import (COL, DOMAIN, FOLDS, UNUSED_FOLD_MARKER, PipelineError, check_section,  # noqa: E402
+                           load_params, read_json, run_stage, section_params, write_json, write_npy)
 
 log = logging.getLogger("pipeline.als")
 
@@ -155,15 +157,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("fold", choices=FOLDS)
     parser.add_argument("--merged", default="data/merged")
     parser.add_argument("--out", default="models/als")
+    parser.add_argument("--gate", default="data/gate/early.json", help="read by the early fold only")
     args = parser.parse_args(argv)
     params = section_params(load_params(), "als")
+    out = Path(args.out) / args.fold
+    if args.fold == "early" and not read_json(args.gate)["needed"]:
+        log.info("als-fit early: not needed (%s): the holdout ranker learns on the train fold alone", args.gate)
+        write_json({"fold": "early", "reason": f"not needed by the holdout ranker ({args.gate})"},
+                   out / UNUSED_FOLD_MARKER)
+        return
     matrix = sp.load_npz(Path(args.merged) / f"matrix_{args.fold}.npz").tocsr()
     domains = item_domains(pd.read_parquet(Path(args.merged) / "items.parquet"))
     log.info("als-fit %s: %d users x %d items, %d non-zeros, %d factors, %d iterations, other-domain negatives "
              "x %g", args.fold, *matrix.shape, matrix.nnz, params["factors"], params["iterations"],
              params["other_domain_weight"])
     user_factors, item_factors = fit_als(matrix, **params, item_domain=domains)
-    out = Path(args.out) / args.fold
     write_npy(user_factors, out / "user_factors.npy")
     write_npy(item_factors, out / "item_factors.npy")
 

@@ -21,7 +21,8 @@ Items the user already has in this domain are excluded from all; so are items wi
 
 Users per fold: early, train, holdout -> users with events in the fold's label window (early, label, holdout;
 capped at `max_labelled_users` per domain, drawn at random); final -> every target user (test files and targets
-files).
+files). A fold that als-fit marked unused (common.UNUSED_FOLD_MARKER: the early fold when the holdout ranker does
+not learn on it) serves no users: its three tables are empty.
 """
 from __future__ import annotations
 
@@ -39,10 +40,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX,  # noqa: E402
-                           WINDOW, constant_category, domain_matrix, fold_cutoff, fold_label_window, load_params,
-                           other_domain, read_json, read_target_idx, run_stage, section_params, seen_pairs,
-                           write_parquet)
+from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS,  # noqa: E402
+                           UNUSED_FOLD_MARKER, USER_IDX, WINDOW, constant_category, domain_matrix, fold_cutoff,
+                           fold_label_window, load_params, other_domain, read_json, read_target_idx, run_stage,
+                           section_params, seen_pairs, write_parquet)
 
 log = logging.getLogger("pipeline.candidates")
 
@@ -393,12 +394,35 @@ def _by_domain(arrays: dict[str, np.ndarray], column: str, *, with_rank: bool = 
     return frame
 
 
+def no_candidates() -> pd.DataFrame:
+    """An empty candidates table in the schema of a computed one (make_candidates of no users)."""
+    one_item = np.zeros((1, 1), dtype=np.float32)
+    empty = make_candidates(np.zeros(0, dtype=np.int32), sp.csr_matrix((1, 1), dtype=np.float32), one_item,
+                            one_item, one_item, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=bool), n_als=1,
+                            n_recent=1, n_popular=1)
+    empty.insert(1, DOMAIN, constant_category(DOMAINS[0], 0, DOMAINS))
+    return empty
+
+
+def _write_fold(out: Path, fold: str, candidates: pd.DataFrame, users: dict[str, np.ndarray],
+                popular: dict[str, np.ndarray]) -> None:
+    write_parquet(candidates, out / f"{fold}.parquet")
+    write_parquet(_by_domain(users, USER_IDX), out / f"{fold}_users.parquet")
+    write_parquet(_by_domain(popular, ITEM_IDX, with_rank=True), out / f"{fold}_popular.parquet")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fold", choices=FOLDS)
     parser.add_argument("--out", default="data/candidates")
     args = parser.parse_args(argv)
     params = section_params(load_params(), "candidates")
+    if (Path("models/als") / args.fold / UNUSED_FOLD_MARKER).exists():
+        log.info("candidates %s: the fold is not needed (models/als/%s/%s): empty tables", args.fold, args.fold,
+                 UNUSED_FOLD_MARKER)
+        none = {domain: np.zeros(0, dtype=np.int32) for domain in DOMAINS}
+        _write_fold(Path(args.out), args.fold, no_candidates(), none, none)
+        return
     windows = read_json("data/prepared/smm/windows.json")
     cutoff = fold_cutoff(windows, args.fold)
     users_map = pd.read_parquet("data/merged/users.parquet")
@@ -442,10 +466,7 @@ def main(argv: list[str]) -> None:
                  domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))
         parts.append(cands)
         fold_users[domain], fold_popular[domain] = users, popular
-    out = Path(args.out)
-    write_parquet(pd.concat(parts, ignore_index=True), out / f"{args.fold}.parquet")
-    write_parquet(_by_domain(fold_users, USER_IDX), out / f"{args.fold}_users.parquet")
-    write_parquet(_by_domain(fold_popular, ITEM_IDX, with_rank=True), out / f"{args.fold}_popular.parquet")
+    _write_fold(Path(args.out), args.fold, pd.concat(parts, ignore_index=True), fold_users, fold_popular)
 
 
 if __name__ == "__main__":

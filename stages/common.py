@@ -42,6 +42,9 @@ WINDOW = "window"
 # Each ranker learns on the two labelled folds before its cut-off (ranker_fit.TRAIN_FOLDS). `early` comes last
 # here only so that the seeded draws of the other folds (candidates) stay what they were without it.
 FOLDS = ("train", "holdout", "final", "early")
+# The early fold is computed only when the holdout ranker learns on it (stage early-gate); otherwise als-fit
+# writes this marker into models/als/early instead of factors, and candidates and features write empty tables.
+UNUSED_FOLD_MARKER = "unused.json"
 WINDOW_NAMES = ("history", "early", "label", "holdout")
 
 K = 10

@@ -212,6 +212,10 @@ def main(argv: list[str]) -> None:
     latest_groups = positive_groups(latest)
     folds = learning_folds(args.name, latest_groups, below_groups)
     frames = {folds[0]: latest, **{fold: pd.read_parquet(f"data/features/{fold}.parquet") for fold in folds[1:]}}
+    for fold in folds[1:]:
+        if not len(frames[fold]):  # tiny data, or a stage run by hand against early-gate's answer
+            log.warning("ranker %s: the %s fold joins but has no rows (data/features/%s.parquet)", args.name, fold,
+                        fold)
     features = training_rows(frames)
     log.info("ranker %s: learns on %s (%s rows; %d groups with a positive in %s, two_windows_below_groups %d)",
              args.name, " + ".join(folds), " + ".join(str(len(frame)) for frame in frames.values()), latest_groups,

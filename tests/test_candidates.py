@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.candidates import (lift_profiles, lift_vectors, make_candidates, popular_items, recent_taste,
-                               taken_matrix, target_users, taste_plays, top_n_items)
+from stages.candidates import (lift_profiles, lift_vectors, make_candidates, no_candidates, popular_items,
+                               recent_taste, taken_matrix, target_users, taste_plays, top_n_items)
 from tests.conftest import DAY, T0
 
 
@@ -174,3 +174,16 @@ def test_lift_vectors_of_rank_zero_and_of_an_empty_matrix_are_empty():
     weighted, vectors = lift_vectors(taken_matrix(sp.csr_matrix((3, 5))), factors=2)
     assert weighted.shape == (5, 0) and vectors.shape == (5, 0)
     assert lift_profiles(taken_matrix(sp.csr_matrix((3, 5))), weighted).shape == (3, 0)
+
+
+def test_no_candidates_has_the_schema_of_a_computed_table():
+    users = np.array([0, 1], dtype=np.int32)
+    seen = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 0]], dtype=np.float32))
+    factors = np.eye(3, dtype=np.float32)
+    computed = make_candidates(users, seen, factors[:2], factors, factors, np.array([0, 1, 2]),
+                               np.ones(3, dtype=bool), n_als=2, n_recent=1, n_popular=1)
+    computed.insert(1, "domain", pd.Categorical(["smm"] * len(computed), categories=["smm", "zvuk"]))
+    empty = no_candidates()
+    assert len(computed) and not len(empty)
+    assert list(empty.columns) == list(computed.columns)
+    assert empty.dtypes.astype(str).tolist() == computed.dtypes.astype(str).tolist()

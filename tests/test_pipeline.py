@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.project import copy_project, set_param
@@ -89,3 +90,26 @@ def test_real_samples_give_valid_submissions(tmp_path: Path):
     set_param(project, "sample.scale", 0.002)  # the sample stage still runs; keep it cheap
     run_dvc(project, "repro")
     assert_submission_contract(project, raw)
+
+
+def test_unused_early_fold_is_skipped_and_the_holdout_ranker_learns_on_one_window(tiny_pipeline: Path,
+                                                                                  tmp_path: Path):
+    project = tmp_path / "gate"
+    shutil.copytree(tiny_pipeline, project)
+    assert json.loads((project / "data" / "gate" / "early.json").read_text()) == {"needed": True}
+    set_param(project, "ranker.two_windows_below_groups", 1)  # the tiny train fold has more groups than that
+    changed = set(json.loads(run_dvc(project, "status", "--json").stdout))
+    assert changed == {"early-gate", "ranker-fit@holdout", "ranker-fit@final"}
+    ran = stages_run(run_dvc(project, "repro"))
+    assert {"early-gate", "als-fit@early", "candidates@early", "features@early", "ranker-fit@holdout"} <= ran
+    assert not ran & {"als-fit@train", "candidates@train", "features@train", "features@holdout"}
+    assert json.loads((project / "data" / "gate" / "early.json").read_text()) == {"needed": False}
+    als_early = project / "models" / "als" / "early"
+    assert sorted(p.name for p in als_early.iterdir()) == ["unused.json"]
+    computed = pq.read_schema(project / "data" / "features" / "train.parquet")
+    early = pq.read_table(project / "data" / "features" / "early.parquet")
+    assert early.num_rows == 0 and early.schema.equals(computed)
+    meta = json.loads((project / "models" / "ranker" / "holdout" / "meta.json").read_text())
+    assert meta["label_windows"] == 1
+    assert_submission_contract(project, project / "data" / "sample")
+    assert "up to date" in run_dvc(project, "status").stdout.lower()
