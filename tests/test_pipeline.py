@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.project import copy_project, set_param
+from benchmarks.project import ROOT, copy_project, set_param
 from stages.common import DOMAINS
 from tests.conftest import SAMPLES, run_dvc, stages_run
 
@@ -113,3 +116,7 @@ def test_unused_early_fold_is_skipped_and_the_holdout_ranker_learns_on_one_windo
     assert meta["label_windows"] == 1
     assert_submission_contract(project, project / "data" / "sample")
     assert "up to date" in run_dvc(project, "status").stdout.lower()
+    # The comparison that needs the early fold says why it cannot run, rather than validating on no rows.
+    forced = subprocess.run([sys.executable, "-m", "benchmarks.ranker_validation", "--two-windows"], cwd=project,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert forced.returncode != 0 and "the early fold was not computed" in forced.stderr
