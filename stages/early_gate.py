@@ -19,10 +19,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.common import DOMAIN, USER_IDX, load_params, run_stage, section_params, write_json
+from stages.common import DOMAIN, USER_IDX, check_section, load_params, run_stage, section_params, write_json
 from stages.ranker_fit import learning_folds, positive_groups
 
 log = logging.getLogger("pipeline.gate")
+
+
+def early_fold_needed(train: pd.DataFrame, *, two_windows_below_groups: int) -> tuple[bool, int]:
+    """Does the holdout ranker learn on the early fold, exactly as ranker-fit will decide?
+
+    Args:
+        train: the train fold's features (user_idx, domain, label at least); a query is one (user, domain).
+        two_windows_below_groups: ranker.two_windows_below_groups (0 = never two windows).
+
+    Returns:
+        (needed, the train fold's number of queries with a positive label)
+    """
+    check_section("ranker", two_windows_below_groups=two_windows_below_groups)
+    groups = positive_groups(train)
+    return "early" in learning_folds("holdout", groups, two_windows_below_groups), groups
 
 
 def main(argv: list[str]) -> None:
@@ -32,8 +47,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     below_groups = section_params(load_params(), "ranker")["two_windows_below_groups"]
     train = pd.read_parquet(args.features, columns=[USER_IDX, DOMAIN, "label"])
-    groups = positive_groups(train)
-    needed = "early" in learning_folds("holdout", groups, below_groups)  # exactly as ranker-fit will decide
+    needed, groups = early_fold_needed(train, two_windows_below_groups=below_groups)
     log.info("early-gate: the train fold has %d groups with a positive, two_windows_below_groups %d: the early "
              "fold is %s", groups, below_groups,
              "needed (the holdout ranker learns on two windows)" if needed else "not needed: not computed")
