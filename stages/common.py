@@ -264,13 +264,18 @@ def read_json(path: str | Path) -> Any:
 
 
 def run_stage(main: Callable[[list[str]], None]) -> None:
-    """Run a stage's main(): user errors become one line on stderr and exit code 1, no traceback."""
+    """Run a stage's main(): user errors and missing inputs become one line on stderr and exit code 1, no
+    traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     try:
         main(sys.argv[1:])
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except FileNotFoundError as err:  # an input that an earlier stage makes: a stage run by hand out of order
+        print(f"error: {err.filename or err}: file not found (dvc repro makes each stage's inputs first)",
+              file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -164,6 +164,13 @@ def test_out_of_range_param_is_rejected_before_any_input_is_read(tmp_path: Path,
                           tmp_path / "models")
 
 
+@pytest.mark.parametrize("fold, missing", [("early", "gate.json"), ("train", "nowhere/matrix_train.npz")])
+def test_a_missing_input_of_a_stage_run_by_hand_is_named(tmp_path: Path, fold: str, missing: str):
+    result = _run(tmp_path, {}, "stages.als_fit", fold, "--merged", "nowhere", "--out", "models",
+                  "--gate", "gate.json")
+    _assert_clean_failure(result, f"error: {missing}: file not found", tmp_path / "models")
+
+
 def test_unknown_cold_order_is_rejected_before_any_input_is_read(tmp_path: Path):
     (tmp_path / "params.yaml").write_text("cold: {min_interactions: 1, order: trend}\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
