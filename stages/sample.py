@@ -196,7 +196,9 @@ def _chunk_pairs(rng: np.random.Generator, members: np.ndarray, n_events: np.nda
     lo, hi = np.where(empty, 0.0, lo), np.where(empty, cum_by_day[day_index, -1], hi)
     target = lo + (hi - lo) * rng.random(len(user_pos))
     item_pos = np.empty(len(user_pos), dtype=np.int64)
-    by_day = np.argsort(day_index, kind="stable")  # searchsorted needs one sorted row: group events by day
+    # searchsorted needs one sorted row: group events by day. As int16 the stable sort is a radix sort (the
+    # same order, a third of the time); days fit easily.
+    by_day = np.argsort(day_index.astype(np.int16), kind="stable")
     day_bounds = np.searchsorted(day_index[by_day], np.arange(cum_by_day.shape[0] + 1))
     for d in range(cum_by_day.shape[0]):
         rows = by_day[day_bounds[d]:day_bounds[d + 1]]
