@@ -12,7 +12,9 @@ import pytest
 
 from benchmarks.project import ROOT, copy_project, set_param
 
-SAMPLES = ROOT.parent / "shared" / "samples"
+# The four real 10,000-row samples of the hackathon files (copied from ../shared/samples/), kept in the
+# repository: a clone outside this workplace (a fresh CI checkout) skipped the test that runs them.
+SAMPLES = ROOT / "tests" / "data" / "samples"
 DAY = 86_400 * 10**9
 T0 = 1_680_000_000 * 10**9  # 2023-03-28
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
 from benchmarks.project import ROOT, copy_project, set_param
 from stages.common import DOMAINS
@@ -82,8 +81,6 @@ def test_ranker_param_change_reruns_from_ranker_fit_only(tiny_pipeline: Path, tm
 
 
 def test_real_samples_give_valid_submissions(tmp_path: Path):
-    if not SAMPLES.exists():
-        pytest.skip(f"{SAMPLES} not found")
     project = copy_project(tmp_path / "real")
     raw = project / "data" / "raw"
     raw.mkdir(parents=True)
