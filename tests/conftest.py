@@ -44,6 +44,17 @@ def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.Complet
     return result
 
 
+def module_env() -> dict[str, str]:
+    """The environment for `python -m <module>` run in a folder outside the project: its modules importable."""
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def run_module(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m module args` run in `cwd` (a stage or benchmark run by hand), output captured."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=module_env(), capture_output=True,
+                          text=True)
+
+
 def stages_run(result: subprocess.CompletedProcess) -> set[str]:
     """Names of the stages that `dvc repro` actually ran (not the cached ones)."""
     return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))

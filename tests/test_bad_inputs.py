@@ -2,17 +2,14 @@
 and nothing left in the output folder that a later stage or dvc could take for a result."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.project import ROOT
-from tests.conftest import DAY, smm_frame, zvuk_frame
+from tests.conftest import DAY, run_module, smm_frame, zvuk_frame
 
 PARAMS = """data:
   raw_dir: raw
@@ -38,8 +35,7 @@ def _run(tmp_path: Path, files: dict, *stage: str, factors: int = 8) -> subproce
         else:
             frame.to_parquet(raw / f"{name}.parquet")
     (tmp_path / "params.yaml").write_text(PARAMS % factors)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", *stage], cwd=tmp_path, env=env, capture_output=True, text=True)
+    return run_module(tmp_path, *stage)
 
 
 def _assert_clean_failure(result: subprocess.CompletedProcess, message: str, out_dir: Path) -> None:
@@ -173,9 +169,7 @@ def test_a_missing_input_of_a_stage_run_by_hand_is_named(tmp_path: Path, fold: s
 
 def test_unknown_cold_order_is_rejected_before_any_input_is_read(tmp_path: Path):
     (tmp_path / "params.yaml").write_text("cold: {min_interactions: 1, order: trend}\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "stages.cold_split", "final", "--out", "recs"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True)
+    result = run_module(tmp_path, "stages.cold_split", "final", "--out", "recs")
     _assert_clean_failure(result,
                           "params.yaml: cold.order='trend' is out of range: must be one of popular, ranker, blend",
                           tmp_path / "recs")
@@ -187,9 +181,7 @@ def test_window_longer_than_the_data_is_rejected(tmp_path: Path):
     result = _run(tmp_path, files, "stages.prepare", "smm", "--out", "prepared")
     assert result.returncode == 0
     (tmp_path / "params.yaml").write_text((PARAMS % 8).replace("horizon_days: 7", "horizon_days: 40"))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "stages.prepare", "zvuk", "--out", "prepared2"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True)
+    result = run_module(tmp_path, "stages.prepare", "zvuk", "--out", "prepared2")
     _assert_clean_failure(result, "eval.horizon_days=40 is out of range: the label and holdout windows",
                           tmp_path / "prepared2")
 

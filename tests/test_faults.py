@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from benchmarks.project import ROOT, copy_project, set_param
+from benchmarks.project import copy_project, set_param
 from stages import common
-from tests.conftest import run_dvc, stages_run
+from tests.conftest import module_env, run_dvc, stages_run
 
 
 def test_failed_write_leaves_neither_target_nor_temporary(tmp_path: Path, monkeypatch):
@@ -38,9 +38,8 @@ def test_killed_stage_leaves_no_file_that_looks_finished(tmp_path: Path):
         scale=0.3, seed=1, taste_strength=0.6, n_tastes=20, share_both=0.3, late_start_share=0.3,
         new_item_share=0.15)}))
     out = tmp_path / "sample"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "stages.sample", "--out", str(out)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.sample", "--out", str(out)], cwd=tmp_path,
+                            env=module_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     caught = False
     while time.monotonic() < deadline and proc.poll() is None:

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from benchmarks.project import ROOT, copy_project, set_param
+from benchmarks.project import copy_project, set_param
 from stages.common import DOMAINS
-from tests.conftest import SAMPLES, run_dvc, stages_run
+from tests.conftest import SAMPLES, run_dvc, run_module, stages_run
 
 
 def _digest(path: Path) -> str:
@@ -114,6 +111,5 @@ def test_unused_early_fold_is_skipped_and_the_holdout_ranker_learns_on_one_windo
     assert_submission_contract(project, project / "data" / "sample")
     assert "up to date" in run_dvc(project, "status").stdout.lower()
     # The comparison that needs the early fold says why it cannot run, rather than validating on no rows.
-    forced = subprocess.run([sys.executable, "-m", "benchmarks.ranker_validation", "--two-windows"], cwd=project,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    forced = run_module(project, "benchmarks.ranker_validation", "--two-windows")
     assert forced.returncode != 0 and "the early fold was not computed" in forced.stderr
