@@ -1,0 +1,171 @@
+"""Benchmark: the holdout metrics of the three sample shapes that issue 3 judges, two seeds each, as one table.
+
+    python -m benchmarks.shapes [--seeds 42,7] [--shapes default,popularity,strong-taste] [--oracle]
+                                [--workdir /tmp/recsys-shapes] [--keep]
+
+Each (shape, seed) gets a fresh copy of the project (code, dvc.yaml, params.yaml with the shape's `sample.*`
+keys set; no data, no cache) and runs `dvc repro` from nothing: 75-108 s a run here, 533 s for the six with
+`--oracle`. Then it reads `metrics/holdout/{popular,als,final}.json`, the files that `dvc metrics show
+metrics/holdout` prints, and `metrics/candidates.json`, and prints two markdown tables: the score of each model
+with the targets of issue 3 (final at least 1.10x the best of popular and ALS-only, no segment below popular,
+cross-domain users above popular) and the candidate recall, then NDCG@10 per model, domain and segment. `--oracle` also runs `benchmarks.oracle` in each
+copy and adds its knowable and counted ceilings as multiples of the best baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.project import copy_project, set_param
+
+# The shapes of README "Sample shapes": the sample.* keys each one sets (the rest are params.yaml's).
+SHAPES = {
+    "default": {},
+    "popularity": {"sample.taste_strength": 0.2, "sample.new_item_share": 0.3},
+    "strong-taste": {"sample.taste_strength": 0.9},
+}
+MODELS = ("popular", "als", "final")
+DOMAINS = ("smm", "zvuk")
+SEGMENTS = ("warm", "cross", "cold")
+TARGET_LEAD = 1.10  # issue 3: final >= 1.10 x the best baseline
+
+
+def ndcg(metrics: dict, domain: str, segment: str) -> float | None:
+    """A segment's NDCG@10 from one metrics/holdout/<model>.json, None when the segment has no truth users."""
+    value = metrics.get(domain, {}).get(segment) or {}
+    return value.get("ndcg")
+
+
+def judge_run(run: dict[str, dict]) -> dict:
+    """The issue-3 figures of one run: run maps each model of MODELS to its metrics/holdout json.
+
+    Returns the three scores, final over the best baseline, whether that meets TARGET_LEAD, the segments
+    (domain.segment) where final is below popular, and final over popular for the cross-domain users per domain.
+    """
+    missing = [m for m in MODELS if m not in run]
+    if missing:
+        raise ValueError(f"metrics of {', '.join(missing)} missing")
+    scores = {m: run[m]["score"] for m in MODELS}
+    best = max(scores["popular"], scores["als"])
+    below = [f"{d}.{s}" for d in DOMAINS for s in SEGMENTS
+             if None not in (ndcg(run["final"], d, s), ndcg(run["popular"], d, s))
+             and ndcg(run["final"], d, s) < ndcg(run["popular"], d, s)]
+    cross = {}
+    for d in DOMAINS:
+        final, popular = ndcg(run["final"], d, "cross"), ndcg(run["popular"], d, "cross")
+        cross[d] = final / popular if final is not None and popular else None
+    lead = scores["final"] / best if best > 0 else float("inf")
+    return {**scores, "lead": lead, "lead_met": lead >= TARGET_LEAD, "below_popular": below, "cross_lead": cross}
+
+
+def oracle_ratios(text: str) -> dict[str, float]:
+    """'knowable' and 'counted' over the best baseline, from the last line that benchmarks.oracle prints."""
+    found = {name: re.search(rf"{name} oracle / best baseline ([0-9.]+)", text) for name in ("knowable", "counted")}
+    if None in found.values():
+        raise ValueError("benchmarks.oracle printed no 'knowable/counted oracle / best baseline' figures")
+    return {name: float(match.group(1)) for name, match in found.items()}
+
+
+def _cell(value: float | None, fmt: str = ".5f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def report(runs: dict[tuple[str, int], dict], oracles: dict[tuple[str, int], dict] | None = None) -> str:
+    """Two markdown tables of the runs: (shape, seed) -> {model: metrics json, and optionally "candidates":
+    metrics/candidates.json}."""
+    head = "| shape | seed | popular | ALS-only | final | final / best baseline | +10% | cross: final / popular " \
+           "(smm / zvuk) | segments below popular | candidate recall (smm / zvuk) |"
+    rule = "|---|---:|---:|---:|---:|---:|---|---|---|---|"
+    if oracles:
+        head += " knowable oracle / best | counted oracle / best |"
+        rule += "---:|---:|"
+    lines = [head, rule]
+    for (shape, seed), run in runs.items():
+        j = judge_run(run)
+        cross = " / ".join(_cell(j["cross_lead"][d], ".2f") for d in DOMAINS)
+        recall = " / ".join(_cell(run.get("candidates", {}).get(d, {}).get("recall_total"), ".3f") for d in DOMAINS)
+        row = (f"| {shape} | {seed} | {j['popular']:.5f} | {j['als']:.5f} | {j['final']:.5f} | {j['lead']:.3f} | "
+               f"{'yes' if j['lead_met'] else 'NO'} | {cross} | {', '.join(j['below_popular']) or 'none'} | "
+               f"{recall} |")
+        if oracles:
+            ratios = oracles[(shape, seed)]
+            row += f" {ratios['knowable']:.3f} | {ratios['counted']:.3f} |"
+        lines.append(row)
+    columns = [(d, s) for d in DOMAINS for s in ("all", *SEGMENTS)]
+    lines += ["", "| shape | seed | model | score | " + " | ".join(f"{d} {s}" for d, s in columns) + " |",
+              "|---|---:|---|---:|" + "---:|" * len(columns)]
+    for (shape, seed), run in runs.items():
+        for model in MODELS:
+            cells = " | ".join(_cell(ndcg(run[model], d, s)) for d, s in columns)
+            lines.append(f"| {shape} | {seed} | {model} | {run[model]['score']:.5f} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _dvc_env() -> dict[str, str]:
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                DVC_NO_ANALYTICS="1")
+
+
+def run_shape(project: Path, keys: dict, seed: int, log: Path, with_oracle: bool) -> tuple[dict, dict | None]:
+    """`dvc repro` in a fresh copy with the shape's keys and the seed set: ({model: metrics json, "candidates":
+    metrics/candidates.json}, oracle ratios or None)."""
+    copy_project(project, folders=("stages", "benchmarks"))
+    for key, value in {**keys, "sample.seed": seed}.items():
+        set_param(project, key, value)
+    with open(log, "w") as fh:
+        code = subprocess.call(["dvc", "repro"], cwd=project, stdout=fh, stderr=subprocess.STDOUT, env=_dvc_env())
+    if code != 0:
+        raise SystemExit(f"benchmarks.shapes: dvc repro failed in {project} (exit {code}); see {log}")
+    run = {m: json.loads((project / "metrics" / "holdout" / f"{m}.json").read_text()) for m in MODELS}
+    run["candidates"] = json.loads((project / "metrics" / "candidates.json").read_text())
+    ratios = None
+    if with_oracle:
+        oracle = subprocess.run([sys.executable, "-m", "benchmarks.oracle"], cwd=project, capture_output=True,
+                                text=True, env=_dvc_env())
+        if oracle.returncode != 0:
+            raise SystemExit(f"benchmarks.shapes: benchmarks.oracle failed in {project}:\n{oracle.stderr}")
+        ratios = oracle_ratios(oracle.stdout)
+    return run, ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="42,7")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
+    parser.add_argument("--oracle", action="store_true", help="add benchmarks.oracle's ceilings (about 20 s a run)")
+    parser.add_argument("--workdir", default="/tmp/recsys-shapes")
+    parser.add_argument("--keep", action="store_true", help="keep each run's project copy")
+    args = parser.parse_args()
+    shapes = args.shapes.split(",")
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape {', '.join(unknown)}: the shapes are {', '.join(SHAPES)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    runs, oracles = {}, {}
+    for shape in shapes:
+        for seed in seeds:
+            project = workdir / f"{shape}-s{seed}"
+            if project.exists():
+                shutil.rmtree(project)
+            start = time.perf_counter()
+            print(f"{shape} seed {seed}: dvc repro in {project} ...", file=sys.stderr, flush=True)
+            runs[(shape, seed)], oracles[(shape, seed)] = run_shape(
+                project, SHAPES[shape], seed, workdir / f"{shape}-s{seed}.log", args.oracle)
+            print(f"{shape} seed {seed}: final {runs[(shape, seed)]['final']['score']:.5f} "
+                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            if not args.keep:
+                shutil.rmtree(project)
+    print(report(runs, oracles if args.oracle else None))
+
+
+if __name__ == "__main__":
+    main()
