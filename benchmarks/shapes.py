@@ -147,7 +147,10 @@ def main() -> None:
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         parser.error(f"unknown shape {', '.join(unknown)}: the shapes are {', '.join(SHAPES)}")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: integers separated by commas, e.g. 42,7")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     runs, oracles = {}, {}
