@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 from benchmarks.project import copy_project, set_param
+from stages.cold_split import MODELS, SEGMENTS
+from stages.common import DOMAINS
 
 # The shapes of README "Sample shapes": the sample.* keys each one sets (the rest are params.yaml's).
 SHAPES = {
@@ -31,14 +33,12 @@ SHAPES = {
     "popularity": {"sample.taste_strength": 0.2, "sample.new_item_share": 0.3},
     "strong-taste": {"sample.taste_strength": 0.9},
 }
-MODELS = ("popular", "als", "final")
-DOMAINS = ("smm", "zvuk")
-SEGMENTS = ("warm", "cross", "cold")
 TARGET_LEAD = 1.10  # issue 3: final >= 1.10 x the best baseline
 
 
 def ndcg(metrics: dict, domain: str, segment: str) -> float | None:
-    """A segment's NDCG@10 from one metrics/holdout/<model>.json, None when the segment has no truth users."""
+    """A segment's NDCG@10 from one metrics/holdout/<model>.json; None when the file lacks it (evaluate writes 0.0
+    for a segment without truth users, so such a segment ties and is never "below popular")."""
     value = metrics.get(domain, {}).get(segment) or {}
     return value.get("ndcg")
 
