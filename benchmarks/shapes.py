@@ -1,7 +1,7 @@
 """Benchmark: the holdout metrics of the three sample shapes that issue 3 judges, two seeds each, as one table.
 
     python -m benchmarks.shapes [--seeds 42,7] [--shapes default,popularity,strong-taste] [--oracle]
-                                [--workdir /tmp/recsys-shapes] [--keep]
+                                [--set als.factors=64 ...] [--workdir /tmp/recsys-shapes] [--keep]
 
 Each (shape, seed) gets a fresh copy of the project (code, dvc.yaml, params.yaml with the shape's `sample.*`
 keys set; no data, no cache) and runs `dvc repro` from nothing: 75-108 s a run here, 533 s for the six with
@@ -9,7 +9,9 @@ keys set; no data, no cache) and runs `dvc repro` from nothing: 75-108 s a run h
 metrics/holdout` prints, and `metrics/candidates.json`, and prints two markdown tables: the score of each model
 with the targets of issue 3 (final at least 1.10x the best of popular and ALS-only, no segment below popular,
 cross-domain users above popular) and the candidate recall, then NDCG@10 per model, domain and segment. `--oracle` also runs `benchmarks.oracle` in each
-copy and adds its knowable and counted ceilings as multiples of the best baseline.
+copy and adds its knowable and counted ceilings as multiples of the best baseline. `--set section.key=value`
+(repeatable) changes a param of every run, so that a change is judged on all six at once: run once without it
+and once with it, and compare the two tables.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from benchmarks.project import copy_project, set_param
 from stages.cold_split import MODELS, SEGMENTS
@@ -108,17 +112,33 @@ def report(runs: dict[tuple[str, int], dict], oracles: dict[tuple[str, int], dic
     return "\n".join(lines) + "\n"
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    """["als.factors=64", ...] -> {"als.factors": 64}: values read as YAML (numbers, strings, booleans)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key.count(".") != 1 or not all(key.split(".")):
+            raise ValueError(f"--set {pair!r}: expected section.key=value, e.g. als.factors=64")
+        if key.startswith("sample."):
+            raise ValueError(f"--set {pair!r}: sample.* keys make the shapes; choose them with --shapes and --seeds")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def _dvc_env() -> dict[str, str]:
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 DVC_NO_ANALYTICS="1")
 
 
 def run_shape(project: Path, keys: dict, seed: int, log: Path, with_oracle: bool) -> tuple[dict, dict | None]:
-    """`dvc repro` in a fresh copy with the shape's keys and the seed set: ({model: metrics json, "candidates":
-    metrics/candidates.json}, oracle ratios or None)."""
+    """`dvc repro` in a fresh copy with `keys` (the shape's and any overrides) and the seed set:
+    ({model: metrics json, "candidates": metrics/candidates.json}, oracle ratios or None)."""
     copy_project(project, folders=("stages", "benchmarks"))
     for key, value in {**keys, "sample.seed": seed}.items():
-        set_param(project, key, value)
+        try:
+            set_param(project, key, value)
+        except KeyError:
+            raise SystemExit(f"benchmarks.shapes: {key} is not a key of params.yaml") from None
     with open(log, "w") as fh:
         code = subprocess.call(["dvc", "repro"], cwd=project, stdout=fh, stderr=subprocess.STDOUT, env=_dvc_env())
     if code != 0:
@@ -140,6 +160,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,7")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
     parser.add_argument("--oracle", action="store_true", help="add benchmarks.oracle's ceilings (about 20 s a run)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change a param of every run, e.g. als.factors=64 (repeatable)")
     parser.add_argument("--workdir", default="/tmp/recsys-shapes")
     parser.add_argument("--keep", action="store_true", help="keep each run's project copy")
     args = parser.parse_args()
@@ -151,6 +173,10 @@ def main() -> None:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds {args.seeds!r}: integers separated by commas, e.g. 42,7")
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as error:
+        parser.error(str(error))
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     runs, oracles = {}, {}
@@ -162,11 +188,13 @@ def main() -> None:
             start = time.perf_counter()
             print(f"{shape} seed {seed}: dvc repro in {project} ...", file=sys.stderr, flush=True)
             runs[(shape, seed)], oracles[(shape, seed)] = run_shape(
-                project, SHAPES[shape], seed, workdir / f"{shape}-s{seed}.log", args.oracle)
+                project, {**SHAPES[shape], **overrides}, seed, workdir / f"{shape}-s{seed}.log", args.oracle)
             print(f"{shape} seed {seed}: final {runs[(shape, seed)]['final']['score']:.5f} "
                   f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
             if not args.keep:
                 shutil.rmtree(project)
+    if overrides:
+        print("With " + ", ".join(f"{key}={value}" for key, value in overrides.items()) + ":\n")
     print(report(runs, oracles if args.oracle else None))
 
 

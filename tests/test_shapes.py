@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from benchmarks.project import ROOT
-from benchmarks.shapes import SHAPES, judge_run, oracle_ratios, report
+from benchmarks.shapes import SHAPES, judge_run, oracle_ratios, parse_overrides, report
 
 
 def _metrics(score: float, smm: dict[str, float], zvuk: dict[str, float]) -> dict:
@@ -67,3 +67,11 @@ def test_every_shape_key_is_a_param():
         for dotted in keys:
             section, key = dotted.split(".")
             assert key in params[section], dotted
+
+
+def test_overrides_are_typed_and_cannot_change_the_shape():
+    assert parse_overrides(["als.factors=64", "cold.order=ranker", "merge.smm_weight=0.5"]) == {
+        "als.factors": 64, "cold.order": "ranker", "merge.smm_weight": 0.5}
+    for bad in ("als.factors", "factors=64", "a.b.c=1", "sample.taste_strength=0.8"):
+        with pytest.raises(ValueError):
+            parse_overrides([bad])
