@@ -1,6 +1,8 @@
 """benchmarks.shapes: the issue-3 judgement of one run's metrics, read from literal metrics files."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -75,3 +77,11 @@ def test_overrides_are_typed_and_cannot_change_the_shape():
     for bad in ("als.factors", "factors=64", "a.b.c=1", "sample.taste_strength=0.8"):
         with pytest.raises(ValueError):
             parse_overrides([bad])
+
+
+def test_the_readme_runs_the_same_shapes():
+    # README "Sample shapes" shows each shape as a `dvc exp run -S ...` line; they must be SHAPES' keys.
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("## Sample shapes"):].split("```bash\n", 1)[1].split("```", 1)[0]
+    shown = [dict(pair.split("=") for pair in re.findall(r"-S (\S+)", line)) for line in block.splitlines()]
+    assert shown == [{k: str(v) for k, v in keys.items()} for keys in SHAPES.values()]
