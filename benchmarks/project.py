@@ -3,9 +3,11 @@ run the pipeline in a scratch copy."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +25,13 @@ def copy_project(dest: Path, folders: tuple[str, ...] = ("stages",)) -> Path:
     shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment for running `dvc` (and the stages' `python`) in a copy: this interpreter's bin first on
+    PATH, so both resolve to the virtualenv the caller runs in; no usage analytics."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                DVC_NO_ANALYTICS="1")
 
 
 def set_param(project: Path, dotted: str, value) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from benchmarks.project import ROOT, copy_project, set_param
+from benchmarks.project import ROOT, copy_project, dvc_env, set_param
 TARGET_MINUTES, TARGET_GB, TARGET_GROWTH, TARGET_RERUN_SHARE, TARGET_SGEMM_SHARE = 15.0, 12.0, 2.3, 0.2, 0.5
 
 
@@ -45,10 +45,9 @@ def copy_bench_project(dest: Path, scale: float, log: Path) -> None:
 
 def repro(project: Path, output: Path) -> float:
     """`dvc repro` in the project; its wall seconds. Output goes to a file; a failure stops the benchmark."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     start = time.perf_counter()
     with open(output, "a") as fh:
-        code = subprocess.call(["dvc", "repro"], cwd=project, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        code = subprocess.call(["dvc", "repro"], cwd=project, stdout=fh, stderr=subprocess.STDOUT, env=dvc_env())
     seconds = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"benchmarks.run: dvc repro failed in {project} (exit {code}); see {output}")

@@ -3,21 +3,21 @@
     python -m benchmarks.shapes [--seeds 42,7] [--shapes default,popularity,strong-taste] [--oracle]
                                 [--set als.factors=64 ...] [--workdir /tmp/recsys-shapes] [--keep]
 
-Each (shape, seed) gets a fresh copy of the project (code, dvc.yaml, params.yaml with the shape's `sample.*`
-keys set; no data, no cache) and runs `dvc repro` from nothing: 75-108 s a run here, 533 s for the six with
-`--oracle`. Then it reads `metrics/holdout/{popular,als,final}.json`, the files that `dvc metrics show
-metrics/holdout` prints, and `metrics/candidates.json`, and prints two markdown tables: the score of each model
-with the targets of issue 3 (final at least 1.10x the best of popular and ALS-only, no segment below popular,
-cross-domain users above popular) and the candidate recall, then NDCG@10 per model, domain and segment. `--oracle` also runs `benchmarks.oracle` in each
-copy and adds its knowable and counted ceilings as multiples of the best baseline. `--set section.key=value`
-(repeatable) changes a param of every run, so that a change is judged on all six at once: run once without it
-and once with it, and compare the two tables.
+Each (shape, seed) gets a fresh copy of the project (code, dvc.yaml, params.yaml with the shape's `sample.*` keys
+set; no data, no cache) and runs `dvc repro` from nothing: 73-108 s a run here (two runs of all six with
+`--oracle`; the six runs' printed times sum to 533 s in the second). Then it reads
+`metrics/holdout/{popular,als,final}.json`, the files that `dvc metrics show metrics/holdout` prints, and
+`metrics/candidates.json`, and prints two markdown tables: the score of each model with the targets of issue 3
+(final at least 1.10x the best of popular and ALS-only, no segment below popular, cross-domain users above popular)
+and the candidate recall, then NDCG@10 per model, domain and segment. `--oracle` also runs `benchmarks.oracle` in
+each copy and adds its knowable and counted ceilings as multiples of the best baseline. `--set section.key=value`
+(repeatable) changes a param of every run, so that a change is judged on all six at once: run once without it and
+once with it, and compare the two tables.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.project import copy_project, set_param
+from benchmarks.project import copy_project, dvc_env, set_param
 from stages.cold_split import MODELS, SEGMENTS
 from stages.common import DOMAINS
 
@@ -40,11 +40,10 @@ SHAPES = {
 TARGET_LEAD = 1.10  # issue 3: final >= 1.10 x the best baseline
 
 
-def ndcg(metrics: dict, domain: str, segment: str) -> float | None:
-    """A segment's NDCG@10 from one metrics/holdout/<model>.json; None when the file lacks it (evaluate writes 0.0
-    for a segment without truth users, so such a segment ties and is never "below popular")."""
-    value = metrics.get(domain, {}).get(segment) or {}
-    return value.get("ndcg")
+def ndcg(metrics: dict, domain: str, segment: str) -> float:
+    """A segment's NDCG@10 from one metrics/holdout/<model>.json (evaluate writes 0.0 for a segment without
+    truth users, so such a segment ties and is never "below popular")."""
+    return metrics[domain][segment]["ndcg"]
 
 
 def judge_run(run: dict[str, dict]) -> dict:
@@ -58,13 +57,11 @@ def judge_run(run: dict[str, dict]) -> dict:
         raise ValueError(f"metrics of {', '.join(missing)} missing")
     scores = {m: run[m]["score"] for m in MODELS}
     best = max(scores["popular"], scores["als"])
-    below = [f"{d}.{s}" for d in DOMAINS for s in SEGMENTS
-             if None not in (ndcg(run["final"], d, s), ndcg(run["popular"], d, s))
-             and ndcg(run["final"], d, s) < ndcg(run["popular"], d, s)]
+    below = [f"{d}.{s}" for d in DOMAINS for s in SEGMENTS if ndcg(run["final"], d, s) < ndcg(run["popular"], d, s)]
     cross = {}
     for d in DOMAINS:
-        final, popular = ndcg(run["final"], d, "cross"), ndcg(run["popular"], d, "cross")
-        cross[d] = final / popular if final is not None and popular else None
+        popular = ndcg(run["popular"], d, "cross")
+        cross[d] = ndcg(run["final"], d, "cross") / popular if popular else None  # None: no cross users
     lead = scores["final"] / best if best > 0 else float("inf")
     return {**scores, "lead": lead, "lead_met": lead >= TARGET_LEAD, "below_popular": below, "cross_lead": cross}
 
@@ -77,12 +74,8 @@ def oracle_ratios(text: str) -> dict[str, float]:
     return {name: float(match.group(1)) for name, match in found.items()}
 
 
-def _cell(value: float | None, fmt: str = ".5f") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def report(runs: dict[tuple[str, int], dict], oracles: dict[tuple[str, int], dict] | None = None) -> str:
-    """Two markdown tables of the runs: (shape, seed) -> {model: metrics json, and optionally "candidates":
+    """Two markdown tables of the runs: (shape, seed) -> {model: metrics json, "candidates":
     metrics/candidates.json}."""
     head = "| shape | seed | popular | ALS-only | final | final / best baseline | +10% | cross: final / popular " \
            "(smm / zvuk) | segments below popular | candidate recall (smm / zvuk) |"
@@ -93,8 +86,8 @@ def report(runs: dict[tuple[str, int], dict], oracles: dict[tuple[str, int], dic
     lines = [head, rule]
     for (shape, seed), run in runs.items():
         j = judge_run(run)
-        cross = " / ".join(_cell(j["cross_lead"][d], ".2f") for d in DOMAINS)
-        recall = " / ".join(_cell(run.get("candidates", {}).get(d, {}).get("recall_total"), ".3f") for d in DOMAINS)
+        cross = " / ".join("-" if j["cross_lead"][d] is None else f"{j['cross_lead'][d]:.2f}" for d in DOMAINS)
+        recall = " / ".join(f"{run['candidates'][d]['recall_total']:.3f}" for d in DOMAINS)
         row = (f"| {shape} | {seed} | {j['popular']:.5f} | {j['als']:.5f} | {j['final']:.5f} | {j['lead']:.3f} | "
                f"{'yes' if j['lead_met'] else 'NO'} | {cross} | {', '.join(j['below_popular']) or 'none'} | "
                f"{recall} |")
@@ -107,7 +100,7 @@ def report(runs: dict[tuple[str, int], dict], oracles: dict[tuple[str, int], dic
               "|---|---:|---|---:|" + "---:|" * len(columns)]
     for (shape, seed), run in runs.items():
         for model in MODELS:
-            cells = " | ".join(_cell(ndcg(run[model], d, s)) for d, s in columns)
+            cells = " | ".join(f"{ndcg(run[model], d, s):.5f}" for d, s in columns)
             lines.append(f"| {shape} | {seed} | {model} | {run[model]['score']:.5f} | {cells} |")
     return "\n".join(lines) + "\n"
 
@@ -125,11 +118,6 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
-def _dvc_env() -> dict[str, str]:
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                DVC_NO_ANALYTICS="1")
-
-
 def run_shape(project: Path, keys: dict, seed: int, log: Path, with_oracle: bool) -> tuple[dict, dict | None]:
     """`dvc repro` in a fresh copy with `keys` (the shape's and any overrides) and the seed set:
     ({model: metrics json, "candidates": metrics/candidates.json}, oracle ratios or None)."""
@@ -140,7 +128,7 @@ def run_shape(project: Path, keys: dict, seed: int, log: Path, with_oracle: bool
         except KeyError:
             raise SystemExit(f"benchmarks.shapes: {key} is not a key of params.yaml") from None
     with open(log, "w") as fh:
-        code = subprocess.call(["dvc", "repro"], cwd=project, stdout=fh, stderr=subprocess.STDOUT, env=_dvc_env())
+        code = subprocess.call(["dvc", "repro"], cwd=project, stdout=fh, stderr=subprocess.STDOUT, env=dvc_env())
     if code != 0:
         raise SystemExit(f"benchmarks.shapes: dvc repro failed in {project} (exit {code}); see {log}")
     run = {m: json.loads((project / "metrics" / "holdout" / f"{m}.json").read_text()) for m in MODELS}
@@ -148,7 +136,7 @@ def run_shape(project: Path, keys: dict, seed: int, log: Path, with_oracle: bool
     ratios = None
     if with_oracle:
         oracle = subprocess.run([sys.executable, "-m", "benchmarks.oracle"], cwd=project, capture_output=True,
-                                text=True, env=_dvc_env())
+                                text=True, env=dvc_env())
         if oracle.returncode != 0:
             raise SystemExit(f"benchmarks.shapes: benchmarks.oracle failed in {project}:\n{oracle.stderr}")
         ratios = oracle_ratios(oracle.stdout)

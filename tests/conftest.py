@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.project import ROOT, copy_project, set_param
+from benchmarks.project import ROOT, copy_project, dvc_env, set_param
 
 # The four real 10,000-row samples of the hackathon files (copied from ../shared/samples/), kept in the
 # repository: a clone outside this workplace (a fresh CI checkout) skipped the test that runs them.
@@ -34,10 +34,7 @@ def zvuk_frame(rows: list[tuple[int, int, int, int]]) -> pd.DataFrame:
 
 
 def run_dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["DVC_NO_ANALYTICS"] = "1"
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=dvc_env(), capture_output=True,
                             text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

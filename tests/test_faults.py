@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from benchmarks.project import copy_project, set_param
+from benchmarks.project import copy_project, dvc_env, set_param
 from stages import common
 from tests.conftest import module_env, run_dvc, stages_run
 
@@ -59,9 +59,8 @@ def test_killed_stage_leaves_no_file_that_looks_finished(tmp_path: Path):
 def test_interrupted_repro_resumes_and_gives_the_same_bytes(tiny_pipeline: Path, tmp_path: Path):
     project = copy_project(tmp_path / "interrupted")
     set_param(project, "sample.scale", 0.004)  # the tiny_pipeline's params, run separately from scratch
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=dvc_env(),
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = project / "data" / "candidates" / "train.parquet"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not marker.exists():
