@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from stages.candidates import read_fold_users, read_popular
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, PipelineError, constant_category, domain_matrix,
                            load_params, progress, run_stage, section_params, seen_pairs, write_parquet)
-from stages.ranker_fit import load_ranker, score_candidates
+from stages.ranker_fit import compile_models, load_ranker, score_candidates
 
 log = logging.getLogger("pipeline.cold_split")
 
@@ -262,11 +262,12 @@ def main(argv: list[str]) -> None:
     features_file = pq.ParquetFile(f"data/features/{args.fold}.parquet")
     columns = list(dict.fromkeys([USER_IDX, DOMAIN, ITEM_IDX, "als_rank", "pop_rank", "als_score",
                                   *meta["features"]]))
+    compiled = compile_models(booster, meta, features_file.metadata.num_rows)
     kept = []
     for group in progress(range(features_file.num_row_groups), desc="scoring", unit="row group"):
         chunk = features_file.read_row_group(group, columns=columns).to_pandas()
         chunk[DOMAIN] = pd.Categorical(chunk[DOMAIN], categories=list(DOMAINS))
-        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk), K, models, ranked_popular,
+        kept.append(best_rows(chunk, score_candidates(booster, meta, chunk, compiled), K, models, ranked_popular,
                               all_popular=cold_order == "blend"))
         del chunk
     features = pd.concat(kept, ignore_index=True)

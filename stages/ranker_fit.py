@@ -180,12 +180,46 @@ def model_scores(boosters: list, meta: dict, features: pd.DataFrame) -> list[np.
     return [booster.predict(X, num_iteration=best) for booster, best in zip(boosters, meta["best_iterations"])]
 
 
-def score_candidates(boosters: list | None, meta: dict, features: pd.DataFrame) -> np.ndarray:
+def score_candidates(boosters: list | None, meta: dict, features: pd.DataFrame, compiled: list | None = None
+                     ) -> np.ndarray:
     """Ranker scores for candidate rows (higher is better): the mean over the models, each at its best
-    iteration; the fallback uses the ALS score."""
+    iteration; the fallback uses the ALS score. `compiled` (compile_models of the same boosters) scores the
+    same trees in native code."""
     if meta["kind"] == "als_score" or not boosters:
         return features["als_score"].to_numpy(dtype=np.float64)
+    if compiled:
+        X = features[meta["features"]].to_numpy(dtype=np.float64)
+        return np.mean([model.predict(X, n_jobs=PREDICT_THREADS) for model in compiled], axis=0)
     return np.mean(model_scores(boosters, meta, features), axis=0)
+
+
+# LightGBM's own predictor walks the trees at about 1 s per million rows for 80 trees on this machine's two
+# cores; the same trees compiled to native code by lleaves score about four times faster, and compiling costs
+# about 2 s a model. That pays on millions of rows: the final fold at full size (40M rows), not the sample.
+COMPILE_FROM_ROWS = 5_000_000
+PREDICT_THREADS = 2
+
+
+def compile_models(boosters: list | None, meta: dict, n_rows: int) -> list | None:
+    """The models cut at their best iterations and compiled (lleaves), when there are at least
+    COMPILE_FROM_ROWS rows to score; None otherwise (score_candidates then uses LightGBM). Scores agree with
+    LightGBM's to about 1e-15: the trees are the same, only the order of the sum differs."""
+    if meta["kind"] != "lightgbm" or not boosters or n_rows < COMPILE_FROM_ROWS:
+        return None
+    import tempfile
+
+    import lleaves
+
+    compiled = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for m, (booster, best) in enumerate(zip(boosters, meta["best_iterations"])):
+            path = Path(scratch) / f"model_{m}.txt"
+            path.write_text(booster.model_to_string(num_iteration=best), encoding="utf-8")
+            model = lleaves.Model(model_file=str(path))
+            model.compile(raw_score=True)
+            compiled.append(model)
+    log.info("ranker: %d model(s) compiled for %d rows", len(compiled), n_rows)
+    return compiled
 
 
 def load_ranker(directory: str | Path) -> tuple[list | None, dict]:

@@ -4,7 +4,9 @@ import pytest
 
 from stages.common import PipelineError
 from stages.features import FEATURES
-from stages.ranker_fit import fit_ranker, learning_folds, positive_groups, score_candidates, training_rows
+from stages import ranker_fit
+from stages.ranker_fit import (compile_models, fit_ranker, learning_folds, positive_groups, score_candidates,
+                               training_rows)
 
 PARAMS = dict(n_estimators=50, learning_rate=0.1, num_leaves=7, min_child_samples=5, truncation_level=10,
               early_stopping_rounds=10, valid_share=0.25, seed=1)
@@ -39,6 +41,22 @@ def test_groups_without_positive_are_dropped_and_nothing_to_learn_falls_back():
     assert booster is None and meta["kind"] == "als_score" and meta["dropped_groups_without_positive"] == 200
     assert np.array_equal(score_candidates(booster, meta, features), features["als_score"].to_numpy(np.float64))
 
+
+
+def test_compiled_models_score_as_lightgbm_with_missing_values(monkeypatch):
+    def with_gaps(frame, seed):  # NaNs where the pipeline has them (rank of a source that did not propose the row)
+        gaps = np.random.default_rng(seed).random(len(frame)) < 0.3
+        return frame.assign(item_trend=frame["item_trend"].mask(gaps), als_rank=frame["als_rank"].mask(~gaps))
+
+    boosters, meta = fit_ranker(with_gaps(_features(), 0), **{**PARAMS, "n_models": 2})
+    meta["best_iterations"] = [3, 5]  # fewer trees than the models hold: each must be cut at its own
+    test = with_gaps(_features(seed=1), 1)
+    assert compile_models(boosters, meta, n_rows=len(test)) is None  # below COMPILE_FROM_ROWS: LightGBM's own
+    monkeypatch.setattr(ranker_fit, "COMPILE_FROM_ROWS", len(test))
+    compiled = compile_models(boosters, meta, n_rows=len(test))
+    assert len(compiled) == 2
+    native, own = score_candidates(boosters, meta, test, compiled), score_candidates(boosters, meta, test)
+    assert np.abs(native - own).max() < 1e-9 and own.std() > 0.01
 
 def test_same_seed_same_model():
     a, _ = fit_ranker(_features(), **PARAMS)
