@@ -78,6 +78,21 @@ def interactions(project: Path) -> int:
                for d in ("smm", "zvuk"))
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the OpenBLAS kernels in use: both decide the ALS figures' last bits and speed."""
+    import numpy  # noqa: F401  (loads numpy's OpenBLAS, so that threadpoolctl sees it)
+    from threadpoolctl import threadpool_info
+
+    model = "CPU unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    kernels = sorted({i.get("architecture") or "?" for i in threadpool_info() if i.get("internal_api") == "openblas"})
+    return f"{model}, OpenBLAS {'/'.join(kernels) or 'not loaded'} kernels"
+
+
 def report(results: dict[float, dict], rerun: dict, scoring: tuple[str, dict], command: str) -> str:
     scales = sorted(results)
     stages = list(results[scales[-1]]["stages"])
@@ -86,7 +101,8 @@ def report(results: dict[float, dict], rerun: dict, scoring: tuple[str, dict], c
                             text=True).stdout.strip() or "unknown"
     lines = ["# Benchmark results", "",
              f"`{command}` at commit {commit}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "
-             f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB; "
+             f"{os.cpu_count()} cores ({cpu_description()}), "
+             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB; "
              "written by the command, do not edit.", "",
              "## The pipeline at each scale (fresh `dvc repro` from nothing)", "",
              "Wall seconds and peak resident set (GB) of each stage's process.", "",

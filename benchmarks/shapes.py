@@ -4,8 +4,8 @@
                                 [--set als.factors=64 ...] [--workdir /tmp/recsys-shapes] [--keep]
 
 Each (shape, seed) gets a fresh copy of the project (code, dvc.yaml, params.yaml with the shape's `sample.*` keys
-set; no data, no cache) and runs `dvc repro` from nothing: 73-108 s a run here (two runs of all six with
-`--oracle`; the six runs' printed times sum to 533 s in the second). Then it reads
+set; no data, no cache) and runs `dvc repro` from nothing: 73-108 s a run on 2026-12-04 (the six runs' printed
+times sum to 533 s), 113-180 s on 2026-12-07 (825 s), with `--oracle`. Then it reads
 `metrics/holdout/{popular,als,final}.json`, the files that `dvc metrics show metrics/holdout` prints, and
 `metrics/candidates.json`, and prints two markdown tables: the score of each model with the targets of issue 3
 (final at least 1.10x the best of popular and ALS-only, no segment below popular, cross-domain users above popular)
