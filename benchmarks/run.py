@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from benchmarks.project import ROOT, copy_project, dvc_env, set_param
+from stages import cpuinfo
 TARGET_MINUTES, TARGET_GB, TARGET_GROWTH, TARGET_RERUN_SHARE, TARGET_SGEMM_SHARE = 15.0, 12.0, 2.3, 0.2, 0.5
 
 
@@ -83,12 +84,7 @@ def cpu_description() -> str:
     import numpy  # noqa: F401  (loads numpy's OpenBLAS, so that threadpoolctl sees it)
     from threadpoolctl import threadpool_info
 
-    model = "CPU unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
-    except OSError:
-        pass
+    model = cpuinfo("model name") or "CPU unknown"
     kernels = sorted({i.get("architecture") or "?" for i in threadpool_info() if i.get("internal_api") == "openblas"})
     return f"{model}, OpenBLAS {'/'.join(kernels) or 'not loaded'} kernels"
 

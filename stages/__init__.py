@@ -15,13 +15,19 @@ import platform
 BLAS_KERNEL = "Haswell"  # OpenBLAS's AVX2 + FMA kernels: x86-64 CPUs since 2013 (Intel) and 2015 (AMD)
 
 
-def _cpu_has_avx2() -> bool:
+def cpuinfo(field: str) -> str:
+    """The first value of `field` in /proc/cpuinfo ("flags", "model name"); "" where there is none (not Linux)."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            return any(line.startswith("flags") and " avx2" in line for line in cpuinfo)
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as lines:
+            return next((line.split(":", 1)[1].strip() for line in lines
+                         if line.split(":", 1)[0].strip() == field), "")
     except OSError:
-        return False
+        return ""
 
 
-if platform.machine() in ("x86_64", "AMD64") and _cpu_has_avx2():
+def cpu_has_avx2() -> bool:
+    return platform.machine() in ("x86_64", "AMD64") and "avx2" in cpuinfo("flags").split()
+
+
+if cpu_has_avx2():
     os.environ.setdefault("OPENBLAS_CORETYPE", BLAS_KERNEL)

@@ -1,18 +1,16 @@
-"""Importing `stages` pins OpenBLAS to one kernel family, so ALS factors are the same bits on AVX2 and AVX-512
-machines (the committed dvc.lock and metrics/ then reproduce on either)."""
+"""Importing `stages` pins OpenBLAS to one kernel family, so that the ALS factors (and the committed dvc.lock and
+metrics/) do not depend on which kernels OpenBLAS would pick for the CPU."""
 from __future__ import annotations
 
-import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-from stages import BLAS_KERNEL, _cpu_has_avx2
+from stages import BLAS_KERNEL, cpu_has_avx2
 from tests.conftest import module_env
 
-pytestmark = pytest.mark.skipif(platform.machine() != "x86_64" or not _cpu_has_avx2(),
+pytestmark = pytest.mark.skipif(not cpu_has_avx2(),
                                 reason="the pin applies to x86-64 CPUs with AVX2 only")
 
 # What a stage process does: the package first, then numpy and scipy (whose BLAS implicit's ALS calls).
