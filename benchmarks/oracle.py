@@ -16,6 +16,11 @@ ceiling for a recommender that knew the generating model but only the data befor
 over time (flat, or the release burst and its decay) but estimates each item's level from the ratings of its
 events before the cut-off (a row's rating counts its repeats), as any recommender must. What separates it from
 "oracle, knowable" is the noise of those counts.
+"oracle, inferred" is "oracle, knowable" without the given taste: each user's taste is the posterior over the
+tastes given their events of both domains before the cut-off (taste_log_likelihood), as a recommender that knew
+the generating model could infer it. Where it falls short of "knowable", the taste is not in the data yet.
+A second table splits every column by domain and segment (warm, cross, cold, as `cold-split` assigns them), to
+show where the room left is: a segment whose final is far below its knowable oracle.
 Users and truth are those of `stages.evaluate`; the oracle scores dense users x items arrays, so it is meant
 for sample scales up to about 0.05.
 """
@@ -33,6 +38,10 @@ from stages.common import (DOMAIN, DOMAINS, ITEM, ITEM_IDX, K, NS_PER_DAY, RATIN
 from stages.candidates import read_fold_users
 from stages.evaluate import per_user_metrics, scored_truth
 from stages.sample import START_NS, make_sample
+
+COLUMNS = ["truth users", "popular", "als", "final", "oracle", "oracle, knowable", "oracle, inferred",
+           "oracle, counted"]
+FORMATS = ("", ".0f") + (".4f",) * (len(COLUMNS) - 1)  # the index, the users, the NDCGs
 
 
 def oracle_scores(weights: np.ndarray, cluster: np.ndarray, days: np.ndarray, taste_strength: float,
@@ -75,6 +84,38 @@ def counted_weights(weights: np.ndarray, daily_counts: np.ndarray) -> np.ndarray
     return shape * level
 
 
+def taste_log_likelihood(user: np.ndarray, day: np.ndarray, item_pos: np.ndarray, weights: np.ndarray,
+                         cluster: np.ndarray, taste_strength: float, n_tastes: int, n_users: int) -> np.ndarray:
+    """log P(the items of each user's events | taste), up to a term that is the same for every taste: users x tastes.
+
+    Under the generator an event of day d takes item i from the user's taste cluster c with probability
+    taste_strength (i's share of c's weight that day), else from the whole catalog (i's share of all weight);
+    a cluster with no weight that day falls back to the whole catalog. Item i's own weight is common to every
+    taste and left out. A row counts as one event: repeats of a pair and the rating, which the generator also
+    ties to the taste, are not used, so the taste is inferred a little less sharply than it could be.
+
+    Args:
+        user, day, item_pos: one entry an event (row): user index, day of the period, planted item position.
+        weights: days x items, the planted weights; cluster: each item's taste cluster.
+    """
+    total = weights.sum(axis=1)
+    per_cluster = np.stack([weights[:, cluster == taste].sum(axis=1) for taste in range(n_tastes)], axis=1)
+    on_day = per_cluster[day]                                             # events x tastes
+    likelihood = np.where(on_day > 0, (1.0 - taste_strength) / total[day][:, None], 1.0 / total[day][:, None])
+    own = cluster[item_pos]
+    likelihood[np.arange(len(day)), own] += taste_strength / on_day[np.arange(len(day)), own]
+    out = np.zeros((n_users, n_tastes))
+    np.add.at(out, user, np.log(likelihood))
+    return out
+
+
+def taste_posterior(log_likelihood: np.ndarray) -> np.ndarray:
+    """P(taste | events), users x tastes, from a uniform prior (the generator draws tastes uniformly); a user
+    without events keeps the prior."""
+    shifted = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def oracle_lists(scores: np.ndarray, user_taste: np.ndarray, seen: sp.csr_matrix, k: int = K) -> np.ndarray:
     """Top-k unseen items per user (users x k item positions), by the score row of the user's taste."""
     dense = scores[user_taste].copy()
@@ -111,6 +152,39 @@ def _daily_counts(interactions: pd.DataFrame, domain: str, position: pd.Series, 
     return counts
 
 
+def segment_means(per_user: dict[str, pd.Series], segment: pd.Series) -> pd.DataFrame:
+    """Mean NDCG of each list maker (model or oracle) over the truth users of each segment.
+
+    Args:
+        per_user: name -> NDCG@10 indexed by user_idx, every truth user of the domain.
+        segment: the truth users' segments (warm, cross, cold), indexed by user_idx.
+
+    Returns:
+        one row a segment: segment, truth users, one column a name.
+    """
+    rows = [{"segment": name_of_segment, "truth users": len(users),
+             **{name: float(ndcg.reindex(users).mean()) for name, ndcg in per_user.items()}}
+            for name_of_segment, users in segment.groupby(segment).groups.items()]
+    return pd.DataFrame(rows)
+
+
+def _posterior_at_cutoff(planted: dict, interactions: pd.DataFrame, items: pd.DataFrame, n_users: int,
+                         cutoff: int, sample_params: dict) -> np.ndarray:
+    """P(taste | events before the cut-off in both domains), every user_idx x tastes."""
+    log_likelihood = np.zeros((n_users, sample_params["n_tastes"]))
+    before = interactions[(interactions[TS] < cutoff).to_numpy()]
+    for domain in DOMAINS:
+        item_ids, cluster, weights = planted[domain]
+        domain_items = items[items["domain"] == domain].sort_values(ITEM_IDX)
+        position = pd.Series(np.arange(len(item_ids)), index=item_ids).reindex(domain_items[ITEM].to_numpy())
+        events = before[(before[DOMAIN] == domain).to_numpy()]
+        day = np.minimum((events[TS].to_numpy() - START_NS) // NS_PER_DAY, weights.shape[0] - 1)
+        log_likelihood += taste_log_likelihood(
+            events[USER_IDX].to_numpy(), day, position.to_numpy()[events[ITEM_IDX].to_numpy()].astype(np.int64),
+            weights, cluster, sample_params["taste_strength"], sample_params["n_tastes"], n_users)
+    return taste_posterior(log_likelihood)
+
+
 def main() -> None:
     params = load_params()
     sample_params = section_params(params, "sample")
@@ -127,7 +201,9 @@ def main() -> None:
     recs = pd.read_parquet("data/recs/holdout.parquet")
     user_ids, tastes = planted["users"]
     taste_of = pd.Series(tastes, index=user_ids)
-    rows = []
+    posterior = _posterior_at_cutoff(planted, interactions, items, len(users), windows["holdout_start"],
+                                     sample_params)
+    rows, segment_rows = [], []
     for domain in DOMAINS:
         item_ids, cluster, weights = planted[domain]
         first = int((windows["holdout_start"] - START_NS) // NS_PER_DAY)
@@ -155,28 +231,40 @@ def main() -> None:
         counted_scores = oracle_scores(counted, cluster, days, sample_params["taste_strength"],
                                        sample_params["n_tastes"])
         counted_scores = _knowable(_known_scores(counted_scores, position, known), unseen_items)
+        # What it could know of the taste too: the posterior over tastes given the user's events of both domains.
+        taste_scores = knowable_scores[:-1]
+        inferred_scores = posterior[truth_users] @ np.where(np.isfinite(taste_scores), taste_scores, 0.0)
+        inferred_scores[:, ~np.isfinite(taste_scores[0])] = -np.inf
         row = {"domain": domain, "truth users": len(truth_users)}
+        per_user = {}  # model or oracle -> NDCG@10 of each truth user
         for name, (table_, taste_) in {"oracle": (item_scores, user_taste),
                                        "oracle, knowable": (knowable_scores, knowable_taste),
+                                       "oracle, inferred": (inferred_scores, np.arange(len(truth_users))),
                                        "oracle, counted": (counted_scores, knowable_taste)}.items():
             top = oracle_lists(table_, taste_, domain_seen[truth_users])
             lists = pd.DataFrame({USER_IDX: np.repeat(truth_users, K),
                                   "rank": np.tile(np.arange(1, K + 1), len(truth_users)), ITEM_IDX: top.ravel()})
-            row[name] = float(per_user_metrics(lists, truth)["ndcg"].mean())
+            per_user[name] = per_user_metrics(lists, truth)["ndcg"]
+        domain_recs = recs[recs["domain"] == domain]
         for model in ("popular", "als", "final"):
-            mine = recs[(recs["model"] == model) & (recs["domain"] == domain)]
-            row[model] = float(per_user_metrics(mine, truth)["ndcg"].mean())
+            per_user[model] = per_user_metrics(domain_recs[domain_recs["model"] == model], truth)["ndcg"]
+        row.update({name: float(ndcg.mean()) for name, ndcg in per_user.items()})
         rows.append(row)
+        segment = domain_recs.drop_duplicates(USER_IDX).set_index(USER_IDX)["segment"].astype(str)
+        segment_rows.append(segment_means(per_user, segment.reindex(truth_users)).assign(domain=domain))
     table = pd.DataFrame(rows).set_index("domain")
     score = np.sqrt(table.loc["smm"] * table.loc["zvuk"])
     score["truth users"] = table["truth users"].sum()
     table.loc["score (geometric mean)"] = score
     print(f"Holdout NDCG@10 on the sample ({', '.join(f'{k}={v}' for k, v in sample_params.items())})\n")
-    print(table[["truth users", "popular", "als", "final", "oracle", "oracle, knowable", "oracle, counted"]]
-          .to_markdown(floatfmt=".4f"))
+    print(table[COLUMNS].to_markdown(floatfmt=FORMATS))
+    print("\nBy segment (where is the room left: the oracles against final, per domain and segment)\n")
+    print(pd.concat(segment_rows)[["domain", "segment", *COLUMNS]].to_markdown(index=False,
+                                                                            floatfmt=("",) + FORMATS))
     best = max(score["popular"], score["als"])
     print(f"\nfinal / best baseline {score['final'] / best:.3f}; oracle / best baseline {score['oracle'] / best:.3f}; "
           f"knowable oracle / best baseline {score['oracle, knowable'] / best:.3f}; "
+          f"inferred oracle / best baseline {score['oracle, inferred'] / best:.3f}; "
           f"counted oracle / best baseline {score['oracle, counted'] / best:.3f}; "
           f"final / knowable oracle {score['final'] / score['oracle, knowable']:.3f}")
 

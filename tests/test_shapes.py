@@ -47,18 +47,18 @@ def test_judge_run_refuses_a_run_without_all_three_models():
 def test_report_flags_a_missed_target_and_lists_every_model():
     run = {**_run(0.25), "candidates": {"smm": {"recall_total": 0.7781}, "zvuk": {"recall_total": 0.79657}}}
     text = report({("strong-taste", 42): run},
-                  {("strong-taste", 42): {"knowable": 1.106, "counted": 1.087}})
+                  {("strong-taste", 42): {"knowable": 1.106, "inferred": 1.104, "counted": 1.087}})
     first = next(line for line in text.splitlines() if line.startswith("| strong-taste | 42 | 0.2"))
     assert "| 1.050 | NO |" in first and "| smm.cold | 0.778 / 0.797 |" in first
-    assert first.endswith("1.106 | 1.087 |")
+    assert first.endswith("1.106 | 1.104 | 1.087 |")
     models = [line.split(" | ")[2] for line in text.splitlines() if line.startswith("| strong-taste | 42 | ")][1:]
     assert models == ["popular", "als", "final"]
 
 
 def test_oracle_ratios_read_the_line_benchmarks_oracle_prints():
-    line = ("final / best baseline 1.071; oracle / best baseline 1.163; knowable oracle / best baseline 1.106; "
-            "counted oracle / best baseline 1.087; final / knowable oracle 0.969")
-    assert oracle_ratios("table\n\n" + line) == {"knowable": 1.106, "counted": 1.087}
+    line = ("final / best baseline 1.070; oracle / best baseline 1.163; knowable oracle / best baseline 1.106; "
+            "inferred oracle / best baseline 1.104; counted oracle / best baseline 1.087; final / knowable oracle 0.968")
+    assert oracle_ratios("table\n\n" + line) == {"knowable": 1.106, "inferred": 1.104, "counted": 1.087}
     with pytest.raises(ValueError):
         oracle_ratios("final / best baseline 1.071")
 
