@@ -86,7 +86,7 @@ def counted_weights(weights: np.ndarray, daily_counts: np.ndarray) -> np.ndarray
 
 def taste_log_likelihood(user: np.ndarray, day: np.ndarray, item_pos: np.ndarray, weights: np.ndarray,
                          cluster: np.ndarray, taste_strength: float, n_tastes: int, n_users: int) -> np.ndarray:
-    """log P(the items of each user's events | taste), up to a term that is the same for every taste: users x tastes.
+    """log P(the items of each user's events | taste), up to a term common to every taste: users x tastes.
 
     Under the generator an event of day d takes item i from the user's taste cluster c with probability
     taste_strength (i's share of c's weight that day), else from the whole catalog (i's share of all weight);
@@ -168,6 +168,12 @@ def segment_means(per_user: dict[str, pd.Series], segment: pd.Series) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def _planted_positions(items: pd.DataFrame, domain: str, item_ids: np.ndarray) -> pd.Series:
+    """The planted position of each of the domain's items, in the pipeline's item_idx order (NaN: not planted)."""
+    domain_items = items[items["domain"] == domain].sort_values(ITEM_IDX)
+    return pd.Series(np.arange(len(item_ids)), index=item_ids).reindex(domain_items[ITEM].to_numpy())
+
+
 def _posterior_at_cutoff(planted: dict, interactions: pd.DataFrame, items: pd.DataFrame, n_users: int,
                          cutoff: int, sample_params: dict) -> np.ndarray:
     """P(taste | events before the cut-off in both domains), every user_idx x tastes."""
@@ -175,8 +181,7 @@ def _posterior_at_cutoff(planted: dict, interactions: pd.DataFrame, items: pd.Da
     before = interactions[(interactions[TS] < cutoff).to_numpy()]
     for domain in DOMAINS:
         item_ids, cluster, weights = planted[domain]
-        domain_items = items[items["domain"] == domain].sort_values(ITEM_IDX)
-        position = pd.Series(np.arange(len(item_ids)), index=item_ids).reindex(domain_items[ITEM].to_numpy())
+        position = _planted_positions(items, domain, item_ids)
         events = before[(before[DOMAIN] == domain).to_numpy()]
         day = np.minimum((events[TS].to_numpy() - START_NS) // NS_PER_DAY, weights.shape[0] - 1)
         log_likelihood += taste_log_likelihood(
@@ -214,8 +219,7 @@ def main() -> None:
                              read_fold_users("data/candidates", "holdout", domain))
         truth_users = np.unique(truth[USER_IDX].to_numpy())
         # The model's item positions in the pipeline's item_idx order, and each truth user's taste.
-        domain_items = items[items["domain"] == domain].sort_values(ITEM_IDX)
-        position = pd.Series(np.arange(len(item_ids)), index=item_ids).reindex(domain_items[ITEM].to_numpy())
+        position = _planted_positions(items, domain, item_ids)
         known = position.notna().to_numpy()
         item_scores = _known_scores(scores, position, known)
         user_taste = taste_of.reindex(users.set_index(USER_IDX).loc[truth_users, USER].to_numpy()).to_numpy()

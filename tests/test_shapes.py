@@ -57,7 +57,8 @@ def test_report_flags_a_missed_target_and_lists_every_model():
 
 def test_oracle_ratios_read_the_line_benchmarks_oracle_prints():
     line = ("final / best baseline 1.070; oracle / best baseline 1.163; knowable oracle / best baseline 1.106; "
-            "inferred oracle / best baseline 1.104; counted oracle / best baseline 1.087; final / knowable oracle 0.968")
+            "inferred oracle / best baseline 1.104; counted oracle / best baseline 1.087; "
+            "final / knowable oracle 0.968")
     assert oracle_ratios("table\n\n" + line) == {"knowable": 1.106, "inferred": 1.104, "counted": 1.087}
     with pytest.raises(ValueError):
         oracle_ratios("final / best baseline 1.071")
