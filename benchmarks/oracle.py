@@ -174,14 +174,15 @@ def _planted_positions(items: pd.DataFrame, domain: str, item_ids: np.ndarray) -
     return pd.Series(np.arange(len(item_ids)), index=item_ids).reindex(domain_items[ITEM].to_numpy())
 
 
-def _posterior_at_cutoff(planted: dict, interactions: pd.DataFrame, items: pd.DataFrame, n_users: int,
+def _posterior_at_cutoff(planted: dict, positions: dict[str, pd.Series], interactions: pd.DataFrame, n_users: int,
                          cutoff: int, sample_params: dict) -> np.ndarray:
-    """P(taste | events before the cut-off in both domains), every user_idx x tastes."""
+    """P(taste | events before the cut-off in both domains), every user_idx x tastes (positions: per domain, as
+    _planted_positions)."""
     log_likelihood = np.zeros((n_users, sample_params["n_tastes"]))
     before = interactions[(interactions[TS] < cutoff).to_numpy()]
     for domain in DOMAINS:
-        item_ids, cluster, weights = planted[domain]
-        position = _planted_positions(items, domain, item_ids)
+        _, cluster, weights = planted[domain]
+        position = positions[domain]
         events = before[(before[DOMAIN] == domain).to_numpy()]
         day = np.minimum((events[TS].to_numpy() - START_NS) // NS_PER_DAY, weights.shape[0] - 1)
         log_likelihood += taste_log_likelihood(
@@ -206,7 +207,8 @@ def main() -> None:
     recs = pd.read_parquet("data/recs/holdout.parquet")
     user_ids, tastes = planted["users"]
     taste_of = pd.Series(tastes, index=user_ids)
-    posterior = _posterior_at_cutoff(planted, interactions, items, len(users), windows["holdout_start"],
+    positions = {domain: _planted_positions(items, domain, planted[domain][0]) for domain in DOMAINS}
+    posterior = _posterior_at_cutoff(planted, positions, interactions, len(users), windows["holdout_start"],
                                      sample_params)
     rows, segment_rows = [], []
     for domain in DOMAINS:
@@ -219,7 +221,7 @@ def main() -> None:
                              read_fold_users("data/candidates", "holdout", domain))
         truth_users = np.unique(truth[USER_IDX].to_numpy())
         # The model's item positions in the pipeline's item_idx order, and each truth user's taste.
-        position = _planted_positions(items, domain, item_ids)
+        position = positions[domain]
         known = position.notna().to_numpy()
         item_scores = _known_scores(scores, position, known)
         user_taste = taste_of.reindex(users.set_index(USER_IDX).loc[truth_users, USER].to_numpy()).to_numpy()

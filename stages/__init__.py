@@ -1,11 +1,12 @@
 """The pipeline's stages, one module each (run as `python -m stages.<stage>`).
 
 Importing the package pins OpenBLAS to one kernel family before numpy or scipy load, so that ALS factors and
-every score computed from them are the same bits on any x86-64 machine with AVX2. OpenBLAS otherwise picks its
-kernels by CPU: the same params and data gave different ALS factors (and so different candidates and metrics
-in the 4th-5th decimal) on an AVX-512 machine than on an AVX2 one, and a fresh `dvc repro` there would not
-reproduce the committed dvc.lock and metrics/. Forcing a kernel the CPU lacks kills the process with an illegal
-instruction, so the pin applies only where AVX2 is present; elsewhere OpenBLAS chooses as usual.
+every score computed from them do not depend on which kernels OpenBLAS would pick for the CPU. Unpinned, the same
+params and data gave different ALS factors on an earlier machine (CPU not recorded) than on an AVX2 one, and so
+different candidates and metrics (a cross segment by 0.015), and forcing other kernels on one machine changes the
+factors too (docs/experiments.md); a fresh `dvc repro` elsewhere would not reproduce the committed dvc.lock and
+metrics/. Forcing a kernel the CPU lacks kills the process with an illegal instruction, so the pin applies only
+where AVX2 is present; elsewhere OpenBLAS chooses as usual.
 """
 from __future__ import annotations
 
