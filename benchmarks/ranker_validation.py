@@ -2,6 +2,7 @@
 
     dvc repro && python -m benchmarks.ranker_validation [--models 1,3,5,10] [--folds 5] [--set learning_rate=0.05 ...]
                                                         [--one-window | --two-windows] [--cold-orders popular,blend]
+                                                        [--without-newcomers]
 
 The holdout ranker learns on `data/features/train.parquet` (labels: the label window) and
 `data/features/early.parquet` (the early window before it). Here a fixed fifth of the train fold's users (a hash
@@ -27,6 +28,10 @@ candidates (`pop_rank` order; `als_rank` order, popular ones after): where the h
 the ranker behind ALS-only on a small segment, this tells noise from a weakness without looking at the holdout.
 `--cold-orders` adds a final column for each `cold.order` named (the same models; only cold rows differ), to
 choose that param from one set of fits.
+
+The simulated newcomers of the train fold (and of the early fold when it joins) are fitted on as
+`stages.ranker_fit` fits them, a kept-out user's newcomer rows left out with the user's own (they carry the
+same labels); `--without-newcomers` fits without any, to judge them. Only real users are scored.
 
 `--folds 5` repeats this for each of the five fifths (the first is the fifth above), so that every user is
 kept out once and scored by models that never saw them: five times the fits, and a score over all the users
@@ -138,10 +143,13 @@ def kept_out_fold(users: np.ndarray) -> np.ndarray:
 
 
 def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1,
-                    early: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+                    early: pd.DataFrame | None = None, newcomers: dict[str, pd.DataFrame] | None = None
+                    ) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """The rows of the kept-out users of the first `folds` fifths, and for each n in `models` their scores by
     the mean of the first n models fitted without their train-fold rows (and with all of `early`, the early
-    fold's rows, when given)."""
+    fold's rows, when given). newcomers: fold -> the simulated newcomers' features of that fold ("train", and
+    "early" with `early`), fitted on as stages.ranker_fit fits them; a kept-out user's train-fold newcomer rows
+    are left out with the user's own rows (they carry the same labels)."""
     if not 1 <= folds <= MAX_FOLDS:
         raise SystemExit(f"benchmarks.ranker_validation: --folds must be 1..{MAX_FOLDS}, got {folds}")
     fold_of = kept_out_fold(features[USER_IDX].to_numpy())
@@ -149,8 +157,10 @@ def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[in
     for fold in range(folds):
         kept_out = fold_of == fold
         fit, test = features[~kept_out], features[kept_out]
-        if early is not None:
-            fit = training_rows({"train": fit, "early": early})
+        if early is not None or newcomers:
+            extra = {name: frame[kept_out_fold(frame[USER_IDX].to_numpy()) != fold] if name == "train" else frame
+                     for name, frame in (newcomers or {}).items()}
+            fit = training_rows({"train": fit, **({} if early is None else {"early": early})}, extra or None)
         boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
         if boosters is None:
             raise SystemExit("benchmarks.ranker_validation: no group with a positive label to learn from")
@@ -162,10 +172,11 @@ def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[in
 
 
 def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1,
-             early: pd.DataFrame | None = None) -> dict[int, float]:
+             early: pd.DataFrame | None = None, newcomers: dict[str, pd.DataFrame] | None = None
+             ) -> dict[int, float]:
     """Stage-two NDCG@10 (candidate_ndcg) on the kept-out users for the mean of the first n models, for each n
     in `models`; with folds > 1, each of the first `folds` fifths of the users is kept out in turn."""
-    test, scores = kept_out_scores(features, ranker_params, models, folds, early)
+    test, scores = kept_out_scores(features, ranker_params, models, folds, early, newcomers)
     return {n: candidate_ndcg(test, score) for n, score in scores.items()}
 
 
@@ -189,6 +200,8 @@ def main() -> None:
                          help="fit on the train fold alone, without the early fold's rows")
     windows.add_argument("--two-windows", action="store_true",
                          help="fit with the early fold's rows whatever ranker.two_windows_below_groups says")
+    parser.add_argument("--without-newcomers", action="store_true",
+                        help="fit without the simulated newcomers' rows (features/<fold>_newcomers.parquet)")
     parser.add_argument("--cold-orders", default="", metavar="ORDER,...",
                         help="also score the final model with cold users ordered each of these ways (cold.order "
                              "values), as more columns of the segment table")
@@ -216,11 +229,16 @@ def main() -> None:
                          "holdout ranker does not learn on it); for --two-windows raise "
                          "ranker.two_windows_below_groups above the train fold's groups with a positive and run "
                          "dvc repro")
-    test, scores = kept_out_scores(features, params, models, args.folds, early)
+    newcomers = {} if args.without_newcomers else {
+        fold: pd.read_parquet(f"data/features/{fold}_newcomers.parquet") for fold in ("train", "early")
+        if fold == "train" or two}
+    newcomers = {fold: frame for fold, frame in newcomers.items() if len(frame)}
+    test, scores = kept_out_scores(features, params, models, args.folds, early, newcomers or None)
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_train.npz").tocsr()
     truth = train_fold_truth(seen, items)
-    overrides = ", ".join(args.set + ["two windows" if two else "one window"])
+    overrides = ", ".join(args.set + ["two windows" if two else "one window"]
+                          + [f"simulated newcomers of {' and '.join(newcomers)}" if newcomers else "no newcomers"])
     print(f"Ranker validation on the train fold ({overrides}, {args.folds} of {MAX_FOLDS} fifths kept out in "
           f"turn): NDCG@10 of the kept-out users\n")
     cold = section_params(all_params, "cold")

@@ -28,6 +28,7 @@ import yaml
 
 from benchmarks.project import ROOT, copy_project, dvc_env, set_param
 from stages import cpuinfo
+
 TARGET_MINUTES, TARGET_GB, TARGET_GROWTH, TARGET_RERUN_SHARE, TARGET_SGEMM_SHARE = 15.0, 12.0, 2.3, 0.2, 0.5
 
 
@@ -123,7 +124,8 @@ def report(results: dict[float, dict], rerun: dict, scoring: tuple[str, dict], c
                      f"{'' if ratio is None else f'{ratio:.2f}x'} | {results[s]['peak_gb']:.1f} |")
     full = results[scales[-1]]
     lines += ["", f"## A `ranker.*` change at scale {scales[-1]:g}", "",
-              f"`ranker.min_child_samples` {rerun['from']} -> {rerun['to']}, then `dvc repro`: {rerun['seconds']:.0f} s "
+              f"`ranker.min_child_samples` {rerun['from']} -> {rerun['to']}, then `dvc repro`: "
+              f"{rerun['seconds']:.0f} s "
               f"({rerun['seconds'] / full['total']:.0%} of the full run). Stages re-run: "
               f"{', '.join(rerun['stages']) or 'none'}.", "",
               "## Candidate scoring", "", scoring[0], "",

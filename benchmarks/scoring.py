@@ -2,10 +2,10 @@
 
     python -m benchmarks.scoring [--users 20000] [--items 167000] [--factors 64] [--n 200]
 
-Prints one table; each time is the best of three runs. Useful work is users x items x factors multiply-adds; each row reports its rate as a share
-of numpy's float32 matrix multiply on matrices of the same shape, measured in the same run. BLAS is pinned to
-one thread for the scorers (as the pipeline runs them; implicit's kernels use their own two threads); sgemm is
-measured both on one thread and on all of the machine's cores.
+Prints one table; each time is the best of three runs. Useful work is users x items x factors multiply-adds; each
+row reports its rate as a share of numpy's float32 matrix multiply on matrices of the same shape, measured in the
+same run. BLAS is pinned to one thread for the scorers (as the pipeline runs them; implicit's kernels use their own
+two threads); sgemm is measured both on one thread and on all of the machine's cores.
 """
 from __future__ import annotations
 

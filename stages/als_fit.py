@@ -147,6 +147,33 @@ def _user_groups(confidence: sp.csr_matrix, item_domain: np.ndarray, other_domai
     return groups
 
 
+def solve_users(confidence: sp.csr_matrix, item_factors: np.ndarray, *, regularization: float,
+                item_scale: np.ndarray | None = None) -> np.ndarray:
+    """ALS user vectors for fixed item factors, each row solved exactly: the least squares whose solution
+    ALS's user step approaches by conjugate gradient (implicit's user_linear_equation).
+
+    Args:
+        confidence: users x items, alpha x weight where observed (as fit_als multiplies it).
+        item_scale: per item, how the item's row of Y counts in the implied negatives (as _fit_weighted
+            scales it: sqrt(w) in a domain the users have no event in); None = 1 for every item.
+
+    Returns:
+        users x factors, float32; a row with no event gets a zero vector (as fit_als zeroes it).
+    """
+    y = item_factors.astype(np.float64)
+    scaled = y if item_scale is None else y * np.asarray(item_scale, dtype=np.float64)[:, None]
+    negatives = scaled.T @ scaled + regularization * np.eye(y.shape[1])
+    confidence = confidence.tocsr()
+    out = np.zeros((confidence.shape[0], y.shape[1]), np.float32)
+    for row in range(confidence.shape[0]):
+        lo, hi = confidence.indptr[row], confidence.indptr[row + 1]
+        if hi == lo:
+            continue
+        taken, weight = y[confidence.indices[lo:hi]], confidence.data[lo:hi].astype(np.float64)
+        out[row] = np.linalg.solve(negatives + (taken.T * (weight - 1.0)) @ taken, taken.T @ weight)
+    return out
+
+
 def item_domains(items: pd.DataFrame) -> np.ndarray:
     """The domain code of each column of the merged matrix (merge-domains' items table)."""
     return items.sort_values(COL)[DOMAIN].cat.codes.to_numpy()

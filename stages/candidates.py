@@ -9,6 +9,9 @@ Out: `data/candidates/<fold>.parquet`: user_idx, domain, item_idx, als_rank, rec
      `data/candidates/<fold>_users.parquet` (domain, user_idx): the users the fold serves, with or without
      candidates; `data/candidates/<fold>_popular.parquet` (domain, rank, item_idx): the domain's recent
      popularity order. Later stages read these two small tables instead of the whole interactions table.
+     `data/candidates/<fold>_newcomers.parquet`: the same columns as `<fold>.parquet` for simulated newcomers
+     (labelled folds only; newcomer_candidates): users of both domains with their history in one hidden, extra
+     ranker training groups that look like the cross-domain users the ranker serves.
 
 Sources (their union; a candidate from several carries each rank):
 - ALS: the `n_als` items of the domain with the highest user x item score, among its `als_pool` most
@@ -20,9 +23,10 @@ Sources (their union; a candidate from several carries each rank):
 Items the user already has in this domain are excluded from all; so are items with no event before the cut-off.
 
 Users per fold: early, train, holdout -> users with events in the fold's label window (early, label, holdout;
-capped at `max_labelled_users` per domain, drawn at random); final -> every target user (test files and targets
-files). A fold that als-fit marked unused (common.UNUSED_FOLD_MARKER: the early fold when the holdout ranker does
-not learn on it) serves no users: its three tables are empty.
+capped at `max_labelled_users` per domain, drawn at random), and of those up to `newcomers` per domain with
+history in both domains as simulated newcomers; final -> every target user (test files and targets files),
+no newcomers. A fold that als-fit marked unused (common.UNUSED_FOLD_MARKER: the early fold when the holdout
+ranker does not learn on it) serves no users: its four tables are empty.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RA
                            UNUSED_FOLD_MARKER, USER_IDX, WINDOW, constant_category, domain_matrix, fold_cutoff,
                            fold_label_window, load_params, other_domain, read_json, read_target_idx, run_stage,
                            section_params, seen_pairs, write_parquet)
+from stages.als_fit import solve_users  # noqa: E402
 
 log = logging.getLogger("pipeline.candidates")
 
@@ -372,6 +377,68 @@ def target_users(fold: str, domain: str, interactions: pd.DataFrame, targets: np
     return users
 
 
+def newcomer_users(users: np.ndarray, uses_domain: np.ndarray, uses_other: np.ndarray, *, max_users: int,
+                   seed: int | list[int] = 0) -> np.ndarray:
+    """Of a labelled fold's users of a domain, the ones to simulate as newcomers to it: users with history
+    in both domains before the cut-off (hiding the domain's part leaves a real other-domain history), at
+    most `max_users` of them drawn at random with `seed` (0 = none), sorted.
+
+    Args:
+        users: the fold's users of the domain (target_users).
+        uses_domain, uses_other: per user_idx, whether the user has an event before the cut-off in the domain
+            and in the other one.
+    """
+    both = users[uses_domain[users] & uses_other[users]]
+    if max_users <= 0:
+        return both[:0]
+    if max_users < len(both):
+        both = np.sort(np.random.default_rng(seed).choice(both, size=max_users, replace=False))
+    return both.astype(np.int32)
+
+
+def newcomer_candidates(newcomers: np.ndarray, matrix: sp.csr_matrix, cols: np.ndarray, seen: sp.csr_matrix,
+                        item_factors: np.ndarray, *, alpha: float, regularization: float, other_domain_weight: float,
+                        user_mean: np.ndarray, lift_other: np.ndarray | None,
+                        **sources) -> pd.DataFrame:
+    """Candidates of one domain for users as if they were new to it: the ranker's extra training groups.
+
+    A real cross-domain user's taste in a domain comes only from their other domain's events, and a labelled
+    fold holds few of them (about 150 groups with a positive of some 3,000 on the sample), too few for the
+    ranker to learn how that taste predicts a domain. A user of both services is made one: their taste vector
+    is solved again from their other domain's events alone, with the fold's item factors and the implied
+    negatives that als-fit gives a user of one domain (stages.als_fit.solve_users); their candidates come from
+    that vector; lift_same is 0 (no items here), lift_other is theirs. Items they really had in the domain
+    stay excluded: the labels (their label-window events) count only new items.
+
+    Args:
+        newcomers: user_idx of the users (newcomer_users).
+        matrix: all users x all items, the fold's merged matrix (confidence weights before als.alpha).
+        cols: the domain's columns of the merged matrix, in item_idx order.
+        seen: all users x the domain's items (as make_candidates).
+        item_factors: all items x factors (the fold's ALS).
+        user_mean: the mean ALS user vector, removed from the taste as for every other user.
+        sources: the rest of make_candidates' arguments (item_recent_taste, popular, item_taste_plays,
+            item_lift, n_als, ...).
+
+    Returns:
+        make_candidates' columns, user_idx the real user's.
+    """
+    in_domain = np.zeros(matrix.shape[1], dtype=bool)
+    in_domain[cols] = True
+    rows = (matrix[newcomers] * np.float32(alpha)).tocsr()
+    rows.data[in_domain[rows.indices]] = 0.0  # their history in this domain, hidden
+    rows.eliminate_zeros()
+    scale = np.where(in_domain, np.sqrt(other_domain_weight), 1.0)
+    vectors = solve_users(rows, item_factors, regularization=regularization, item_scale=scale)
+    local = np.arange(len(newcomers), dtype=np.int32)  # make_candidates indexes its user tables by this
+    lift_same = None if lift_other is None else np.zeros((len(newcomers), lift_other.shape[1]), np.float32)
+    cands = make_candidates(local, seen[newcomers], vectors, item_factors[cols], has_history=np.ones(
+        len(newcomers), dtype=bool), user_taste=_unit_rows(vectors - user_mean), lift_same=lift_same,
+        lift_other=None if lift_other is None else lift_other[newcomers], **sources)
+    cands[USER_IDX] = newcomers[cands[USER_IDX].to_numpy()]
+    return cands
+
+
 def read_fold_users(directory: str | Path, fold: str, domain: str) -> np.ndarray:
     """user_idx of the users the fold serves in the domain (this stage's `<fold>_users.parquet`), sorted."""
     frame = pd.read_parquet(Path(directory) / f"{fold}_users.parquet")
@@ -405,8 +472,9 @@ def no_candidates() -> pd.DataFrame:
 
 
 def _write_fold(out: Path, fold: str, candidates: pd.DataFrame, users: dict[str, np.ndarray],
-                popular: dict[str, np.ndarray]) -> None:
+                popular: dict[str, np.ndarray], newcomers: pd.DataFrame) -> None:
     write_parquet(candidates, out / f"{fold}.parquet")
+    write_parquet(newcomers, out / f"{fold}_newcomers.parquet")
     write_parquet(_by_domain(users, USER_IDX), out / f"{fold}_users.parquet")
     write_parquet(_by_domain(popular, ITEM_IDX, with_rank=True), out / f"{fold}_popular.parquet")
 
@@ -416,12 +484,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("fold", choices=FOLDS)
     parser.add_argument("--out", default="data/candidates")
     args = parser.parse_args(argv)
-    params = section_params(load_params(), "candidates")
+    all_params = load_params()
+    params, als = section_params(all_params, "candidates"), section_params(all_params, "als")
     if (Path("models/als") / args.fold / UNUSED_FOLD_MARKER).exists():
         log.info("candidates %s: the fold is not needed (models/als/%s/%s): empty tables", args.fold, args.fold,
                  UNUSED_FOLD_MARKER)
         none = {domain: np.zeros(0, dtype=np.int32) for domain in DOMAINS}
-        _write_fold(Path(args.out), args.fold, no_candidates(), none, none)
+        _write_fold(Path(args.out), args.fold, no_candidates(), none, none, no_candidates())
         return
     windows = read_json("data/prepared/smm/windows.json")
     cutoff = fold_cutoff(windows, args.fold)
@@ -433,7 +502,8 @@ def main(argv: list[str]) -> None:
     user_factors = np.load(f"models/als/{args.fold}/user_factors.npy")
     item_factors = np.load(f"models/als/{args.fold}/item_factors.npy")
     has_history = np.diff(matrix.indptr) > 0
-    user_taste = _unit_rows(user_factors - mean_vector(user_factors))  # once for both domains
+    user_mean = mean_vector(user_factors)
+    user_taste = _unit_rows(user_factors - user_mean)  # once for both domains
     item_mean = mean_vector(item_factors)
     taken = taken_matrix(matrix)
     lift_weighted, item_lift = lift_vectors(taken, params["lift_factors"], seed=params["seed"])
@@ -443,7 +513,8 @@ def main(argv: list[str]) -> None:
                       for domain, cols in domain_cols.items()}
     del taken
     log.info("candidates %s: lift vectors of rank %d", args.fold, item_lift.shape[1])
-    parts, fold_users, fold_popular = [], {}, {}
+    uses = {domain: np.diff(domain_matrix(matrix, items, domain).indptr) > 0 for domain in DOMAINS}
+    parts, newcomer_parts, fold_users, fold_popular = [], [], {}, {}
     for domain in DOMAINS:
         cols = domain_cols[domain]
         domain_events = interactions[interactions[DOMAIN] == domain]
@@ -454,19 +525,32 @@ def main(argv: list[str]) -> None:
         recent = recent_taste(domain_events, user_factors, cutoff=cutoff, days=params["popular_days"],
                               n_items=len(cols))
         plays = taste_plays(domain_events, user_taste, cutoff=cutoff, n_items=len(cols))
-        cands = make_candidates(users, seen, user_factors, item_factors[cols], recent, popular, has_history,
-                                user_taste=user_taste, item_mean=item_mean, item_taste_plays=plays,
-                                lift_same=lift_by_domain[domain], lift_other=lift_by_domain[other_domain(domain)],
-                                item_lift=item_lift[cols],
-                                n_als=params["n_als"], n_recent=params["n_recent"], n_popular=params["n_popular"],
-                                recent_pool=params["recent_pool"], als_pool=params["als_pool"])
-        del seen, recent, plays, domain_events
+        sources = dict(item_recent_taste=recent, popular=popular, item_mean=item_mean, item_taste_plays=plays,
+                       item_lift=item_lift[cols], n_als=params["n_als"], n_recent=params["n_recent"],
+                       n_popular=params["n_popular"], recent_pool=params["recent_pool"], als_pool=params["als_pool"])
+        cands = make_candidates(users, seen, user_factors, item_factors[cols], has_history=has_history,
+                                user_taste=user_taste, lift_same=lift_by_domain[domain],
+                                lift_other=lift_by_domain[other_domain(domain)], **sources)
         cands.insert(1, DOMAIN, constant_category(domain, len(cands), DOMAINS))
         log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,
                  domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))
+        newcomers = newcomer_users(users, uses[domain], uses[other_domain(domain)],
+                                   max_users=0 if args.fold == "final" else params["newcomers"],
+                                   seed=[params["seed"], DOMAINS.index(domain), FOLDS.index(args.fold)])
+        if len(newcomers):
+            extra = newcomer_candidates(newcomers, matrix, cols, seen, item_factors, alpha=als["alpha"],
+                                        regularization=als["regularization"],
+                                        other_domain_weight=als["other_domain_weight"], user_mean=user_mean,
+                                        lift_other=lift_by_domain[other_domain(domain)], **sources)
+            extra.insert(1, DOMAIN, constant_category(domain, len(extra), DOMAINS))
+            newcomer_parts.append(extra)
+            log.info("candidates %s %s: %d simulated newcomers (users of both domains, history here hidden), "
+                     "%d candidates", args.fold, domain, len(newcomers), len(extra))
+        del seen, recent, plays, domain_events, sources
         parts.append(cands)
         fold_users[domain], fold_popular[domain] = users, popular
-    _write_fold(Path(args.out), args.fold, pd.concat(parts, ignore_index=True), fold_users, fold_popular)
+    _write_fold(Path(args.out), args.fold, pd.concat(parts, ignore_index=True), fold_users, fold_popular,
+                pd.concat(newcomer_parts, ignore_index=True) if newcomer_parts else no_candidates())
 
 
 if __name__ == "__main__":

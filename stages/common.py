@@ -165,6 +165,7 @@ PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "candidates.als_pool": (0, None, True, False),
     "candidates.max_labelled_users": (0, None, True, False),
     "candidates.lift_factors": (0, None, True, False),
+    "candidates.newcomers": (0, None, True, False),
     "candidates.seed": (0, None, True, False),
     "ranker.n_estimators": (1, None, True, False),
     "ranker.learning_rate": (0.0, 1.0, False, True),

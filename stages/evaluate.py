@@ -1,7 +1,8 @@
 """Stage `evaluate`: how the holdout fold's lists did on the holdout window, for popular, ALS-only and final.
 
 In:  `data/recs/holdout.parquet`, `data/candidates/holdout.parquet`, `data/candidates/{train,holdout}_users.parquet`,
-     `data/features/train.parquet`, `data/merged/{interactions,items}.parquet`, `data/merged/matrix_{train,holdout}.npz`.
+     `data/features/train.parquet`, `data/merged/{interactions,items}.parquet`,
+     `data/merged/matrix_{train,holdout}.npz`.
 Out: `metrics/holdout/{popular,als,final}.json` (per model: score = geometric mean of the domains' NDCG@10; per
      domain and segment: NDCG@10, HitRate@10, Recall@10; per domain: catalog coverage),
      `metrics/holdout/users.json` (truth users per domain and segment), `metrics/candidates.json` (candidate

@@ -1,7 +1,10 @@
 """Stage `features` (one run per fold): what the ranker knows about each (user, candidate item) pair.
 
-In:  `data/candidates/<fold>.parquet`, `data/merged/interactions.parquet`, `data/prepared/smm/windows.json`.
-Out: `data/features/<fold>.parquet`: user_idx, domain, item_idx, the FEATURES columns and `label`.
+In:  `data/candidates/<fold>.parquet`, `data/candidates/<fold>_newcomers.parquet`,
+     `data/merged/interactions.parquet`, `data/prepared/smm/windows.json`.
+Out: `data/features/<fold>.parquet`: user_idx, domain, item_idx, the FEATURES columns and `label`;
+     `data/features/<fold>_newcomers.parquet`: the same for the simulated newcomers (stages.candidates,
+     newcomer_candidates), whose user features are those of a newcomer to the row's domain (join_features).
 
 Every feature is computed from events strictly before the fold's cut-off and is relative to that moment
 (ages and recencies in days before it), so the ranker learns at one cut-off and serves at another
@@ -161,6 +164,7 @@ def _user_stats(before: pd.DataFrame, cutoff: int, n_users: int) -> dict[str, np
         mainstream = np.bincount(key, log_pop, minlength=size) / count
     shape = (n_users, len(DOMAINS))
     stats = {"count": count.reshape(shape), "idle_domain": _group_min(key, age, size).reshape(shape),
+             "count_7d": np.bincount(key[age <= 7], minlength=size).astype(np.float64).reshape(shape),
              "rating": rating.reshape(shape), "mainstream": mainstream.reshape(shape),
              "user_count_7d": np.bincount(user[age <= 7], minlength=n_users).astype(np.float64),
              "user_idle_days": _group_min(user, age, n_users)}
@@ -209,9 +213,11 @@ def _take(values: np.ndarray, index: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
-def join_features(candidates: pd.DataFrame, tables: FeatureTables) -> pd.DataFrame:
+def join_features(candidates: pd.DataFrame, tables: FeatureTables, *, newcomers: bool = False) -> pd.DataFrame:
     """Candidates with FEATURES columns and an int8 `label`, same row order. Every (user, domain) group of
-    candidates must be whole in `candidates` (als_score_gap compares within it).
+    candidates must be whole in `candidates` (als_score_gap compares within it). newcomers: the candidates are
+    simulated newcomers' (stages.candidates.newcomer_candidates), so each row's user features are those of a
+    user without history in the row's domain: what a real newcomer's are at the cut-off.
 
     Plain array lookups by item_idx and user_idx: pandas merges of 40M candidates with the statistics took
     most of this stage's time at full size."""
@@ -238,6 +244,12 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables) -> pd.DataFra
         out[name] = _take(flat, user * len(DOMAINS) + column, fill)
     out["user_count_7d"] = _take(users["user_count_7d"], user, 0.0)
     out["user_idle_days"] = _take(users["user_idle_days"], user, np.nan)
+    if newcomers:  # their events in the row's domain hidden: the other domain's are all they have
+        for name, fill in (("user_count_domain", 0.0), ("user_idle_days_domain", np.nan),
+                           ("user_rating_domain", np.nan), ("user_mainstream", np.nan)):
+            out[name] = np.float32(fill)
+        out["user_count_7d"] = _take(users["count_7d"].ravel(), user * len(DOMAINS) + other, 0.0)
+        out["user_idle_days"] = _take(users["idle_domain"].ravel(), user * len(DOMAINS) + other, np.nan)
     out["domain_code"] = code.astype(np.float32)
     best = out.groupby([USER_IDX, DOMAIN], observed=True)["als_score"].transform("max")
     out["als_score_gap"] = (best - out["als_score"]).astype("float32")  # how far below the user's best candidate
@@ -293,6 +305,35 @@ def _user_chunks(users: np.ndarray, rows: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def write_features(candidates_path: str | Path, out: Path, tables: FeatureTables, *, newcomers: bool = False
+                   ) -> None:
+    """join_features of a candidates file, written to `out` a chunk of users at a time (row groups of one
+    file): the joined table of a full-size fold (40M rows x 30 features) does not fit in memory at once."""
+    candidates = pd.read_parquet(candidates_path)
+    candidates = candidates.sort_values([USER_IDX, DOMAIN, ITEM_IDX], kind="stable").reset_index(drop=True)
+    rows = positives = 0
+    writer = None
+    with atomic_path(out) as tmp:
+        try:
+            for part in progress(_user_chunks(candidates[USER_IDX].to_numpy(), CHUNK_ROWS), desc="features",
+                                 unit="chunk"):
+                table = pa.Table.from_pandas(join_features(candidates.iloc[part], tables, newcomers=newcomers),
+                                             preserve_index=False)
+                # Float columns of many distinct values: dictionary encoding is wasted work, and lz4 is the
+                # fastest codec (writing was the largest part of this stage at full size).
+                writer = writer or pq.ParquetWriter(tmp, table.schema, use_dictionary=False, compression="lz4")
+                writer.write_table(table)
+                rows += table.num_rows
+                positives += int(pc.sum(table["label"]).as_py() or 0)
+            if writer is None:  # no candidates at all: still a valid, empty file
+                join_features(candidates, tables, newcomers=newcomers).to_parquet(tmp, index=False)
+        finally:
+            if writer is not None:
+                writer.close()
+    log.info("features %s: %d rows, %d users, %d positive labels", out.name, rows, candidates[USER_IDX].nunique(),
+             positives)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fold", choices=FOLDS)
@@ -309,31 +350,11 @@ def main(argv: list[str]) -> None:
     tables = feature_tables(interactions, cutoff=fold_cutoff(windows, args.fold),
                             label_window=fold_label_window(args.fold), horizon_days=horizon_of(windows))
     del interactions
-    # Read after the interactions are freed: at full size holding both took the peak from 9.0 to 10.0 GB.
-    candidates = pd.read_parquet(candidates_path)
-    candidates = candidates.sort_values([USER_IDX, DOMAIN, ITEM_IDX], kind="stable").reset_index(drop=True)
-    # A chunk of users at a time, written as row groups of one file: the joined table of a full-size fold
-    # (40M rows x 30 features) does not fit in memory at once.
-    rows = positives = 0
-    writer = None
-    with atomic_path(Path(args.out) / f"{args.fold}.parquet") as tmp:
-        try:
-            for part in progress(_user_chunks(candidates[USER_IDX].to_numpy(), CHUNK_ROWS), desc="features",
-                                 unit="chunk"):
-                table = pa.Table.from_pandas(join_features(candidates.iloc[part], tables), preserve_index=False)
-                # Float columns of many distinct values: dictionary encoding is wasted work, and lz4 is the
-                # fastest codec (writing was the largest part of this stage at full size).
-                writer = writer or pq.ParquetWriter(tmp, table.schema, use_dictionary=False, compression="lz4")
-                writer.write_table(table)
-                rows += table.num_rows
-                positives += int(pc.sum(table["label"]).as_py() or 0)
-            if writer is None:  # no candidates at all: still a valid, empty file
-                join_features(candidates, tables).to_parquet(tmp, index=False)
-        finally:
-            if writer is not None:
-                writer.close()
-    log.info("features %s: %d rows, %d users, %d positive labels", args.fold, rows, candidates[USER_IDX].nunique(),
-             positives)
+    # The candidates are read after the interactions are freed: at full size holding both took the peak from
+    # 9.0 to 10.0 GB.
+    write_features(candidates_path, Path(args.out) / f"{args.fold}.parquet", tables)
+    write_features(f"data/candidates/{args.fold}_newcomers.parquet", Path(args.out) / f"{args.fold}_newcomers.parquet",
+                   tables, newcomers=True)
 
 
 if __name__ == "__main__":

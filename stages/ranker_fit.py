@@ -11,11 +11,16 @@ positive: on the sample (about 3,000) it raised the whole model's validation sco
 17,700) it did not, and there it costs a fit on twice the rows (docs/experiments.md). A user's rows of the two
 windows are two queries (grouped by label window, user, domain), and fall on the same side of the
 early-stopping split (the split hashes the user).
-In:  `data/features/<fold>.parquet` of the ranker's two folds (the earlier one read only when it joins).
+In:  `data/features/<fold>.parquet` and `<fold>_newcomers.parquet` of the ranker's two folds (the earlier
+     ones read only when it joins).
 Out: `models/ranker/<name>/model_<m>.txt` (LightGBM text models; a note for the fallback),
      `models/ranker/<name>/meta.json` (kind, features, best iterations, counts), `metrics/ranker_<name>.json`
      (training summary) and `metrics/plots/importance_<name>.csv` (feature gain).
 
+Each fold's simulated newcomers (`data/features/<fold>_newcomers.parquet`: users of both domains with their
+history in one domain hidden, see stages.candidates.newcomer_candidates) join as queries of their own, next to
+the same users' real ones; early stopping judges real queries only. A labelled fold holds few real
+cross-domain users, and they are the users the product is for.
 Groups with no positive are dropped (they teach lambdarank nothing). A share of users (`valid_share`, chosen
 by a hash of the user so the split is stable) is held out for early stopping. `n_models` > 1 fits that many
 models, each holding out a different share of users, and scores by their mean: each user then teaches most of
@@ -44,6 +49,7 @@ from stages.features import FEATURES
 log = logging.getLogger("pipeline.ranker")
 
 GROUP_KEY = [USER_IDX, DOMAIN]  # one lambdarank query: a user's candidates in one domain (of one label window)
+NEWCOMER = "newcomer"  # 1 on the rows of simulated newcomers (features/<fold>_newcomers.parquet): queries apart
 
 TRAIN_FOLDS = {"holdout": ("train", "early"), "final": ("holdout", "train")}  # the latest first
 
@@ -73,8 +79,8 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
         early_stopping_rounds: stop when NDCG@10 on the held-out users has not improved for this many rounds.
         valid_share: share of users held out for early stopping (by each model).
         n_models: models to fit at most; scores are their mean.
-        budget_rows: fit only as many models as have this many training rows in all (at least one);
-            0 = no cap.
+        budget_rows: fit only as many models as have this many training rows in all (at least one), the
+            rows of real users counted (a NEWCOMER column's 1s not); 0 = no cap.
 
     Returns:
         (list of lightgbm Boosters, or None for the ALS-score fallback; meta dict)
@@ -94,8 +100,9 @@ def fit_ranker(features: pd.DataFrame, *, n_estimators: int, learning_rate: floa
         log.warning("ranker: %d group(s) with a positive label: falling back to ordering by ALS score", n_groups)
         return None, {**meta, "kind": "als_score", "best_iterations": []}
 
-    if budget_rows:
-        n_models = max(1, min(int(n_models), int(budget_rows) // len(rows)))
+    if budget_rows:  # counted in real users' rows: the newcomers' come on top, capped by candidates.newcomers
+        real_rows = int((rows[NEWCOMER] == 0).sum()) if NEWCOMER in rows.columns else len(rows)
+        n_models = max(1, min(int(n_models), int(budget_rows) // max(real_rows, 1)))
     boosters, best, valid_ndcg, valid_users, gain = [], [], [], [], np.zeros(len(FEATURES))
     for m in range(int(n_models)):
         booster, valid = _fit_one(rows, seed=int(seed) + m, n_estimators=n_estimators, learning_rate=learning_rate,
@@ -131,15 +138,25 @@ def learning_folds(name: str, latest_groups: int, two_windows_below_groups: int)
 
 
 def query_key(features: pd.DataFrame) -> list[str]:
-    """The columns that make one lambdarank query: (window,) user, domain."""
-    return [WINDOW, *GROUP_KEY] if WINDOW in features.columns else GROUP_KEY
+    """The columns that make one lambdarank query: (window,) (newcomer,) user, domain."""
+    return [column for column in (WINDOW, NEWCOMER) if column in features.columns] + GROUP_KEY
 
 
-def training_rows(folds: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The features of several labelled folds as one table, each row tagged with its fold's label window."""
-    names = [fold_label_window(fold) for fold in folds]
-    return pd.concat([frame.assign(**{WINDOW: pd.Categorical([name] * len(frame), categories=names)})
-                      for name, frame in zip(names, folds.values())], ignore_index=True)
+def training_rows(folds: dict[str, pd.DataFrame], newcomers: dict[str, pd.DataFrame] | None = None
+                  ) -> pd.DataFrame:
+    """The features of several labelled folds as one table, each row tagged with its fold's label window;
+    with `newcomers` (fold -> the fold's simulated newcomers' features), their rows too, tagged NEWCOMER = 1
+    (the folds' own rows 0), so that a user's real and simulated groups are two queries."""
+    names = {fold: fold_label_window(fold) for fold in folds}
+    parts = [(fold, frame, 0) for fold, frame in folds.items()]
+    parts += [(fold, frame, 1) for fold, frame in (newcomers or {}).items() if len(frame)]  # an empty one: none
+    frames = []
+    for fold, frame, newcomer in parts:
+        tags = {WINDOW: pd.Categorical([names[fold]] * len(frame), categories=list(names.values()))}
+        if newcomers is not None:
+            tags[NEWCOMER] = np.full(len(frame), newcomer, dtype=np.int8)
+        frames.append(frame.assign(**tags))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _fit_one(rows: pd.DataFrame, *, seed: int, n_estimators: int, learning_rate: float, num_leaves: int,
@@ -152,6 +169,8 @@ def _fit_one(rows: pd.DataFrame, *, seed: int, n_estimators: int, learning_rate:
     if in_valid.all() or not in_valid.any():
         in_valid = np.zeros(len(rows), dtype=bool)  # too few users to hold some out: no early stopping
     fit_rows, valid_rows = rows[~in_valid], rows[in_valid]
+    if NEWCOMER in rows.columns:  # early stopping judges real queries only, as serving meets them
+        valid_rows = valid_rows[valid_rows[NEWCOMER].to_numpy() == 0]
 
     def group_sizes(frame: pd.DataFrame) -> np.ndarray:
         return frame.groupby(query_key(frame), observed=True, sort=False).size().to_numpy()
@@ -250,12 +269,15 @@ def main(argv: list[str]) -> None:
         if not len(frames[fold]):  # tiny data, or a stage run by hand against early-gate's answer
             log.warning("ranker %s: the %s fold joins but has no rows (data/features/%s.parquet)", args.name, fold,
                         fold)
-    features = training_rows(frames)
-    log.info("ranker %s: learns on %s (%s rows; %d groups with a positive in %s, two_windows_below_groups %d)",
-             args.name, " + ".join(folds), " + ".join(str(len(frame)) for frame in frames.values()), latest_groups,
-             folds[0], below_groups)
+    newcomers = {fold: pd.read_parquet(f"data/features/{fold}_newcomers.parquet") for fold in folds}
+    features = training_rows(frames, newcomers)
+    log.info("ranker %s: learns on %s (%s rows, and %s rows of simulated newcomers; %d groups with a positive in "
+             "%s, two_windows_below_groups %d)", args.name, " + ".join(folds),
+             " + ".join(str(len(frame)) for frame in frames.values()),
+             " + ".join(str(len(frame)) for frame in newcomers.values()), latest_groups, folds[0], below_groups)
     boosters, meta = fit_ranker(features, **params)
     meta["label_windows"] = len(folds)
+    meta["newcomer_rows"] = int(sum(len(frame) for frame in newcomers.values()))
     out = Path(args.out) / args.name
     if out.exists():  # no model files of an earlier run with more models
         shutil.rmtree(out)

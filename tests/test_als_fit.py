@@ -145,3 +145,26 @@ def test_other_domain_weight_changes_the_fit_and_is_checked():
         fit_als(matrix, **{**PARAMS, "other_domain_weight": 1.5}, item_domain=domain)
     with pytest.raises(PipelineError, match="3 item domains for a matrix of 48 items"):
         fit_als(matrix, **PARAMS, item_domain=np.zeros(3))
+
+
+def test_solve_users_is_implicits_exact_user_solve_with_the_negatives_scaled():
+    from implicit.cpu.als import user_factor
+
+    from stages.als_fit import solve_users
+
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((9, 3)).astype(np.float32)
+    confidence = sp.csr_matrix(np.array([[0, 4.0, 0, 0, 2.0, 0, 0, 0, 0],
+                                         [0, 0, 0, 0, 0, 0, 0, 0, 0],  # no event: a zero vector
+                                         [1.5, 0, 0, 7.0, 0, 0, 0, 3.0, 0]], dtype=np.float32))
+    vectors = solve_users(confidence, items, regularization=0.1)
+    for row in (0, 2):
+        expected = user_factor(items.astype(np.float64), items.T.astype(np.float64) @ items, confidence, row, 0.1, 3)
+        np.testing.assert_allclose(vectors[row], expected, rtol=1e-5)
+    assert not vectors[1].any()
+    # Items 5..8 count a quarter in the implied negatives: Y'Y is built from their rows scaled by 0.5.
+    scale = np.where(np.arange(9) >= 5, 0.5, 1.0)
+    scaled = items * scale[:, None]
+    expected = user_factor(items.astype(np.float64), scaled.T.astype(np.float64) @ scaled, confidence, 0, 0.1, 3)
+    np.testing.assert_allclose(solve_users(confidence, items, regularization=0.1, item_scale=scale)[0], expected,
+                               rtol=1e-5)

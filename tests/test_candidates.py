@@ -187,3 +187,44 @@ def test_no_candidates_has_the_schema_of_a_computed_table():
     assert len(computed) and not len(empty)
     assert list(empty.columns) == list(computed.columns)
     assert empty.dtypes.astype(str).tolist() == computed.dtypes.astype(str).tolist()
+
+
+def test_newcomer_users_are_users_of_both_domains_drawn_up_to_the_cap():
+    from stages.candidates import newcomer_users
+
+    users = np.array([0, 1, 2, 3, 4, 5])
+    uses_domain = np.array([True, True, False, True, True, True, True])
+    uses_other = np.array([True, False, True, True, True, True, False])
+    assert newcomer_users(users, uses_domain, uses_other, max_users=10).tolist() == [0, 3, 4, 5]
+    assert newcomer_users(users, uses_domain, uses_other, max_users=0).tolist() == []
+    drawn = newcomer_users(users, uses_domain, uses_other, max_users=2, seed=[1, 0, 1])
+    assert len(drawn) == 2 and set(drawn) <= {0, 3, 4, 5} and drawn.tolist() == sorted(drawn)
+    assert np.array_equal(drawn, newcomer_users(users, uses_domain, uses_other, max_users=2, seed=[1, 0, 1]))
+
+
+def test_newcomer_candidates_ignore_the_users_history_in_the_domain_but_exclude_its_items():
+    from stages.als_fit import solve_users
+    from stages.candidates import newcomer_candidates
+
+    # Merged columns: 0-2 this domain's items (item_idx 0-2), 3-4 the other domain's.
+    item_factors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [1.0, 0.1], [0.1, 1.0]], np.float32)
+    matrix = sp.csr_matrix(np.array([[1.0, 0, 0, 2.0, 0],    # user 0: item 0 here, item 3 there
+                                     [0, 3.0, 0, 2.0, 0]],   # user 1: the same other-domain history
+                                    dtype=np.float32))
+    cols = np.array([0, 1, 2])
+    seen = matrix[:, :3].tocsr()
+    args = dict(alpha=2.0, regularization=0.1, other_domain_weight=0.25, user_mean=np.zeros(2, np.float32),
+                item_recent_taste=np.zeros((3, 2), np.float32), popular=np.array([2, 1, 0]), n_als=3, n_recent=0,
+                n_popular=1)
+    cands = newcomer_candidates(np.array([0, 1]), matrix, cols, seen, item_factors,
+                                lift_other=np.array([[1.0], [1.0]], np.float32),
+                                item_lift=np.array([[1.0], [2.0], [3.0]], np.float32), **args)
+    by_user = {u: g.set_index("item_idx") for u, g in cands.groupby("user_idx")}
+    assert 0 not in by_user[0].index and 1 not in by_user[1].index  # what they had here stays excluded
+    # Both are judged by the other domain's item 3 alone: the same vector, the same scores.
+    assert by_user[0].loc[2, "als_score"] == by_user[1].loc[2, "als_score"]
+    expected = solve_users(sp.csr_matrix(np.array([[0, 0, 0, 4.0, 0]], np.float32)), item_factors,
+                           regularization=0.1, item_scale=np.array([0.5, 0.5, 0.5, 1.0, 1.0]))[0]
+    assert by_user[0].loc[2, "als_score"] == pytest.approx(float(expected @ item_factors[2]), rel=1e-5)
+    assert (cands["lift_same"] == 0).all()
+    assert by_user[1].loc[2, "lift_other"] == pytest.approx(3.0)

@@ -98,3 +98,23 @@ def test_chain_ladder_forecast_recovers_a_shared_decay_and_keeps_old_items_flat(
     # item 1 (50 days observed): its factors would need items seen 55 days, which no new item is: flat
     assert forecast[1] == pytest.approx(ratings[items == 1].sum() / 50 * horizon, rel=1e-9)
     assert forecast[42] == 0  # never seen
+
+
+def test_newcomer_rows_get_the_user_features_of_a_user_new_to_the_rows_domain():
+    from stages.features import feature_tables, join_features
+
+    tables = feature_tables(_interactions(), cutoff=CUTOFF, label_window="label", horizon_days=7)
+    real = join_features(_candidates(), tables).set_index(["user_idx", "item_idx"])
+    newcomer = join_features(_candidates(), tables, newcomers=True).set_index(["user_idx", "item_idx"])
+    # user 0: smm events 1 and 10 days ago, one zvuk event 2 days ago; as a newcomer to smm only the zvuk one
+    assert real.loc[(0, 0), "user_count_domain"] == 2 and newcomer.loc[(0, 0), "user_count_domain"] == 0
+    assert newcomer.loc[(0, 0), "user_count_other"] == 1
+    assert real.loc[(0, 0), "user_count_7d"] == 2 and newcomer.loc[(0, 0), "user_count_7d"] == 1
+    assert real.loc[(0, 0), "user_idle_days"] == pytest.approx(1)
+    assert newcomer.loc[(0, 0), "user_idle_days"] == pytest.approx(2)
+    for name in ("user_idle_days_domain", "user_rating_domain", "user_mainstream"):
+        assert not np.isnan(real.loc[(0, 0), name]) and np.isnan(newcomer.loc[(0, 0), name])
+    # user 1 has no zvuk event: no recency at all; items and labels are the same as the real rows'
+    assert np.isnan(newcomer.loc[(1, 1), "user_idle_days"]) and newcomer.loc[(1, 1), "user_count_7d"] == 0
+    assert newcomer["label"].tolist() == real["label"].tolist()
+    assert newcomer["item_share_all"].tolist() == real["item_share_all"].tolist()

@@ -85,15 +85,22 @@ def test_budget_rows_caps_the_number_of_models():
     assert len(boosters) == meta["n_models"] == 1  # never fewer than one
     boosters, meta = fit_ranker(features, **{**PARAMS, "n_models": 3, "budget_rows": 0})
     assert len(boosters) == meta["n_models"] == 3  # 0: no cap
+    # 1,000 rows of simulated newcomers on top: the budget counts the 2,000 real ones
+    with_newcomers = training_rows({"train": features}, {"train": _features(n_users=100, seed=4)})
+    boosters, meta = fit_ranker(with_newcomers, **{**PARAMS, "n_models": 5, "budget_rows": 4_500})
+    assert len(boosters) == meta["n_models"] == 2 and meta["rows"] == 3_000
 
 
 def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     from stages import ranker_fit
 
     features, early = _features(), _features(seed=2)
+    newcomers = {"train": _features(n_users=50, seed=4), "early": early.iloc[:0]}  # the early fold: none
     (tmp_path / "data/features").mkdir(parents=True)
     features.to_parquet(tmp_path / "data/features/train.parquet")
     early.to_parquet(tmp_path / "data/features/early.parquet")
+    for fold, frame in newcomers.items():
+        frame.to_parquet(tmp_path / f"data/features/{fold}_newcomers.parquet")
     monkeypatch.chdir(tmp_path)
     ranker = {**PARAMS, "n_models": 2, "budget_rows": 0, "two_windows_below_groups": 201}  # 200 groups: two
     monkeypatch.setattr(ranker_fit, "load_params", lambda: {"ranker": ranker})
@@ -104,15 +111,16 @@ def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "models/ranker/holdout").iterdir()) == [
         "meta.json", "model_0.txt", "model_1.txt"]
     boosters, meta = ranker_fit.load_ranker(tmp_path / "models/ranker/holdout")
-    assert meta["groups"] == 400  # the holdout ranker learned on the train and the early fold
-    fitted, _ = fit_ranker(training_rows({"train": features, "early": early}), **{**PARAMS, "n_models": 2})
+    # the holdout ranker learned on the train and the early fold, and on the train fold's 50 newcomers
+    assert meta["groups"] == 450 and meta["newcomer_rows"] == 500
+    fitted, _ = fit_ranker(training_rows({"train": features, "early": early}, newcomers), **{**PARAMS, "n_models": 2})
     assert np.allclose(score_candidates(boosters, meta, features), score_candidates(fitted, meta, features))
     assert meta["label_windows"] == 2
 
     ranker["two_windows_below_groups"] = 200  # the train fold's 200 groups are enough: the early fold stays out
     ranker_fit.main(["holdout"])
     boosters, meta = ranker_fit.load_ranker(tmp_path / "models/ranker/holdout")
-    assert meta["groups"] == 200 and meta["label_windows"] == 1
+    assert meta["groups"] == 250 and meta["label_windows"] == 1
 
 
 def test_the_earlier_fold_joins_only_while_the_latest_is_short_of_groups():
@@ -134,6 +142,25 @@ def test_a_users_rows_of_two_label_windows_are_two_queries():
     assert meta["groups"] == 400 and meta["positives"] == 400
     _, one = fit_ranker(rows.drop(columns="window"), **PARAMS)
     assert one["groups"] == 200
+
+
+def test_simulated_newcomers_are_queries_of_their_own_and_never_judge_early_stopping(monkeypatch):
+    real, newcomers = _features(), _features(seed=3)
+    rows = training_rows({"train": real}, {"train": newcomers})
+    assert rows["newcomer"].tolist() == [0] * len(real) + [1] * len(newcomers)
+    assert positive_groups(rows) == 400  # the same 200 users, each twice
+    held_out = []
+    original = ranker_fit._fit_one
+
+    def spy(rows, **kwargs):
+        booster, valid = original(rows, **kwargs)
+        held_out.append(valid)
+        return booster, valid
+
+    monkeypatch.setattr(ranker_fit, "_fit_one", spy)
+    _, meta = fit_ranker(rows, **PARAMS)
+    assert meta["groups"] == 400
+    assert len(held_out[0]) and (held_out[0]["newcomer"] == 0).all()
 
 
 def test_out_of_range_param_names_the_key():

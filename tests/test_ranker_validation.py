@@ -90,3 +90,25 @@ def test_served_scores_order_cold_users_as_cold_split_serves_them():
     assert by_popularity[2] > by_popularity[3] > by_popularity[4]  # cold: pop_rank order, others last
     by_blend = served_scores(frame, scores, segments, "blend")  # cold: the ranks tie, the more popular first
     assert by_blend[:2].tolist() == [1.0, 2.0] and by_blend[2] > by_blend[3] > by_blend[4]
+
+
+def test_a_kept_out_users_newcomer_rows_are_never_fitted_on(monkeypatch):
+    from benchmarks import ranker_validation
+    from benchmarks.ranker_validation import kept_out_fold, kept_out_scores
+
+    features = _features(n_users=100)
+    newcomers = {"train": _features(n_users=100, seed=5)}
+    fitted = []
+
+    def fake_fit(rows, **params):
+        fitted.append(rows)
+        return ["model"], {}
+
+    monkeypatch.setattr(ranker_validation, "fit_ranker", fake_fit)
+    monkeypatch.setattr(ranker_validation, "model_scores", lambda boosters, meta, test: [np.zeros(len(test))])
+    test, _ = kept_out_scores(features, PARAMS, [1], folds=2, newcomers=newcomers)
+    for fold, rows in enumerate(fitted):
+        kept_out = kept_out_fold(rows["user_idx"].to_numpy()) == fold
+        assert not kept_out.any()  # neither their own rows nor their newcomer copies
+        assert (rows["newcomer"] == 1).sum() == (kept_out_fold(np.arange(100)) != fold).sum() * 10
+    assert "newcomer" not in test.columns or (test["newcomer"] == 0).all()
