@@ -50,8 +50,8 @@ from stages.cold_split import (SEGMENTS, check_cold_order, final_order, segments
                                 user_domain_group)
 from stages.common import DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, read_json, section_params
 from stages.evaluate import fold_truth, per_user_metrics
-from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, positive_groups, training_rows,
-                               user_bucket)
+from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, positive_groups, read_newcomers,
+                               training_rows, user_bucket)
 
 KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
 MAX_FOLDS = round(1 / KEPT_OUT_SHARE)
@@ -153,12 +153,13 @@ def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[in
     if not 1 <= folds <= MAX_FOLDS:
         raise SystemExit(f"benchmarks.ranker_validation: --folds must be 1..{MAX_FOLDS}, got {folds}")
     fold_of = kept_out_fold(features[USER_IDX].to_numpy())
+    newcomer_fold_of = {name: kept_out_fold(frame[USER_IDX].to_numpy()) for name, frame in (newcomers or {}).items()}
     tests, scores = [], {n: [] for n in models}
     for fold in range(folds):
         kept_out = fold_of == fold
         fit, test = features[~kept_out], features[kept_out]
         if early is not None or newcomers:
-            extra = {name: frame[kept_out_fold(frame[USER_IDX].to_numpy()) != fold] if name == "train" else frame
+            extra = {name: frame[newcomer_fold_of[name] != fold] if name == "train" else frame
                      for name, frame in (newcomers or {}).items()}
             fit = training_rows({"train": fit, **({} if early is None else {"early": early})}, extra or None)
         boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
@@ -229,10 +230,8 @@ def main() -> None:
                          "holdout ranker does not learn on it); for --two-windows raise "
                          "ranker.two_windows_below_groups above the train fold's groups with a positive and run "
                          "dvc repro")
-    newcomers = {} if args.without_newcomers else {
-        fold: pd.read_parquet(f"data/features/{fold}_newcomers.parquet") for fold in ("train", "early")
-        if fold == "train" or two}
-    newcomers = {fold: frame for fold, frame in newcomers.items() if len(frame)}
+    newcomers = {} if args.without_newcomers else read_newcomers(("train", "early") if two else ("train",))
+    newcomers = {fold: frame for fold, frame in newcomers.items() if len(frame)}  # named in the header
     test, scores = kept_out_scores(features, params, models, args.folds, early, newcomers or None)
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_train.npz").tocsr()

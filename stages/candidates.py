@@ -398,8 +398,7 @@ def newcomer_users(users: np.ndarray, uses_domain: np.ndarray, uses_other: np.nd
 
 def newcomer_candidates(newcomers: np.ndarray, matrix: sp.csr_matrix, cols: np.ndarray, seen: sp.csr_matrix,
                         item_factors: np.ndarray, *, alpha: float, regularization: float, other_domain_weight: float,
-                        user_mean: np.ndarray, lift_other: np.ndarray | None,
-                        **sources) -> pd.DataFrame:
+                        user_mean: np.ndarray, lift_other: np.ndarray, **sources) -> pd.DataFrame:
     """Candidates of one domain for users as if they were new to it: the ranker's extra training groups.
 
     A real cross-domain user's taste in a domain comes only from their other domain's events, and a labelled
@@ -417,6 +416,7 @@ def newcomer_candidates(newcomers: np.ndarray, matrix: sp.csr_matrix, cols: np.n
         seen: all users x the domain's items (as make_candidates).
         item_factors: all items x factors (the fold's ALS).
         user_mean: the mean ALS user vector, removed from the taste as for every other user.
+        lift_other: all users x k, the lift_profiles of their other domain's items.
         sources: the rest of make_candidates' arguments (item_recent_taste, popular, item_taste_plays,
             item_lift, n_als, ...).
 
@@ -431,10 +431,10 @@ def newcomer_candidates(newcomers: np.ndarray, matrix: sp.csr_matrix, cols: np.n
     scale = np.where(in_domain, np.sqrt(other_domain_weight), 1.0)
     vectors = solve_users(rows, item_factors, regularization=regularization, item_scale=scale)
     local = np.arange(len(newcomers), dtype=np.int32)  # make_candidates indexes its user tables by this
-    lift_same = None if lift_other is None else np.zeros((len(newcomers), lift_other.shape[1]), np.float32)
-    cands = make_candidates(local, seen[newcomers], vectors, item_factors[cols], has_history=np.ones(
-        len(newcomers), dtype=bool), user_taste=_unit_rows(vectors - user_mean), lift_same=lift_same,
-        lift_other=None if lift_other is None else lift_other[newcomers], **sources)
+    cands = make_candidates(local, seen[newcomers], vectors, item_factors[cols],
+                            has_history=np.ones(len(newcomers), dtype=bool), user_taste=_unit_rows(vectors - user_mean),
+                            lift_same=np.zeros((len(newcomers), lift_other.shape[1]), np.float32),
+                            lift_other=lift_other[newcomers], **sources)
     cands[USER_IDX] = newcomers[cands[USER_IDX].to_numpy()]
     return cands
 
@@ -513,7 +513,10 @@ def main(argv: list[str]) -> None:
                       for domain, cols in domain_cols.items()}
     del taken
     log.info("candidates %s: lift vectors of rank %d", args.fold, item_lift.shape[1])
-    uses = {domain: np.diff(domain_matrix(matrix, items, domain).indptr) > 0 for domain in DOMAINS}
+    max_newcomers = 0 if args.fold == "final" else params["newcomers"]
+    # Who has history in which domain: needed only to draw newcomers (the final fold has none).
+    uses = ({domain: np.diff(domain_matrix(matrix, items, domain).indptr) > 0 for domain in DOMAINS}
+            if max_newcomers else None)
     parts, newcomer_parts, fold_users, fold_popular = [], [], {}, {}
     for domain in DOMAINS:
         cols = domain_cols[domain]
@@ -534,9 +537,9 @@ def main(argv: list[str]) -> None:
         cands.insert(1, DOMAIN, constant_category(domain, len(cands), DOMAINS))
         log.info("candidates %s %s: %d users (%d with history), %d candidates, %.1f per user", args.fold,
                  domain, len(users), int(has_history[users].sum()), len(cands), len(cands) / max(len(users), 1))
-        newcomers = newcomer_users(users, uses[domain], uses[other_domain(domain)],
-                                   max_users=0 if args.fold == "final" else params["newcomers"],
-                                   seed=[params["seed"], DOMAINS.index(domain), FOLDS.index(args.fold)])
+        newcomers = (newcomer_users(users, uses[domain], uses[other_domain(domain)], max_users=max_newcomers,
+                                    seed=[params["seed"], DOMAINS.index(domain), FOLDS.index(args.fold)])
+                     if uses else [])
         if len(newcomers):
             extra = newcomer_candidates(newcomers, matrix, cols, seen, item_factors, alpha=als["alpha"],
                                         regularization=als["regularization"],

@@ -163,11 +163,10 @@ def _user_stats(before: pd.DataFrame, cutoff: int, n_users: int) -> dict[str, np
         rating = np.bincount(key, np.log1p(before[RATING].to_numpy()), minlength=size) / count
         mainstream = np.bincount(key, log_pop, minlength=size) / count
     shape = (n_users, len(DOMAINS))
+    count_7d = np.bincount(key[age <= 7], minlength=size).astype(np.float64).reshape(shape)
     stats = {"count": count.reshape(shape), "idle_domain": _group_min(key, age, size).reshape(shape),
-             "count_7d": np.bincount(key[age <= 7], minlength=size).astype(np.float64).reshape(shape),
-             "rating": rating.reshape(shape), "mainstream": mainstream.reshape(shape),
-             "user_count_7d": np.bincount(user[age <= 7], minlength=n_users).astype(np.float64),
-             "user_idle_days": _group_min(user, age, n_users)}
+             "count_7d": count_7d, "rating": rating.reshape(shape), "mainstream": mainstream.reshape(shape),
+             "user_count_7d": count_7d.sum(axis=1), "user_idle_days": _group_min(user, age, n_users)}
     return {name: values.astype(np.float32) for name, values in stats.items()}
 
 

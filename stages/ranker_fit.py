@@ -159,6 +159,11 @@ def training_rows(folds: dict[str, pd.DataFrame], newcomers: dict[str, pd.DataFr
     return pd.concat(frames, ignore_index=True)
 
 
+def read_newcomers(folds: tuple[str, ...] | list[str], directory: str = "data/features") -> dict[str, pd.DataFrame]:
+    """The simulated newcomers' features of each fold (`<directory>/<fold>_newcomers.parquet`), for training_rows."""
+    return {fold: pd.read_parquet(f"{directory}/{fold}_newcomers.parquet") for fold in folds}
+
+
 def _fit_one(rows: pd.DataFrame, *, seed: int, n_estimators: int, learning_rate: float, num_leaves: int,
              min_child_samples: int, truncation_level: int, early_stopping_rounds: int, valid_share: float
              ) -> tuple[Any, pd.DataFrame]:
@@ -269,7 +274,7 @@ def main(argv: list[str]) -> None:
         if not len(frames[fold]):  # tiny data, or a stage run by hand against early-gate's answer
             log.warning("ranker %s: the %s fold joins but has no rows (data/features/%s.parquet)", args.name, fold,
                         fold)
-    newcomers = {fold: pd.read_parquet(f"data/features/{fold}_newcomers.parquet") for fold in folds}
+    newcomers = read_newcomers(folds)
     features = training_rows(frames, newcomers)
     log.info("ranker %s: learns on %s (%s rows, and %s rows of simulated newcomers; %d groups with a positive in "
              "%s, two_windows_below_groups %d)", args.name, " + ".join(folds),

@@ -111,4 +111,5 @@ def test_a_kept_out_users_newcomer_rows_are_never_fitted_on(monkeypatch):
         kept_out = kept_out_fold(rows["user_idx"].to_numpy()) == fold
         assert not kept_out.any()  # neither their own rows nor their newcomer copies
         assert (rows["newcomer"] == 1).sum() == (kept_out_fold(np.arange(100)) != fold).sum() * 10
-    assert "newcomer" not in test.columns or (test["newcomer"] == 0).all()
+    # scored: the kept-out users' real rows only, never a newcomer copy
+    assert len(test) == (kept_out_fold(features["user_idx"].to_numpy()) < 2).sum() and "newcomer" not in test.columns
