@@ -2,7 +2,7 @@
 
     dvc repro && python -m benchmarks.ranker_validation [--models 1,3,5,10] [--folds 5] [--set learning_rate=0.05 ...]
                                                         [--one-window | --two-windows] [--cold-orders popular,blend]
-                                                        [--without-newcomers]
+                                                        [--with-newcomers | --without-newcomers]
 
 The holdout ranker learns on `data/features/train.parquet` (labels: the label window) and
 `data/features/early.parquet` (the early window before it). Here a fixed fifth of the train fold's users (a hash
@@ -30,8 +30,10 @@ the ranker behind ALS-only on a small segment, this tells noise from a weakness 
 choose that param from one set of fits.
 
 The simulated newcomers of the train fold (and of the early fold when it joins) are fitted on as
-`stages.ranker_fit` fits them, a kept-out user's newcomer rows left out with the user's own (they carry the
-same labels); `--without-newcomers` fits without any, to judge them. Only real users are scored.
+`stages.ranker_fit` fits them (while the train fold has fewer than `ranker.newcomers_below_groups` groups with
+a positive), a kept-out user's newcomer rows left out with the user's own (they carry the same labels);
+`--without-newcomers` / `--with-newcomers` fit without any / with them whatever that param says, to judge them.
+Only real users are scored.
 
 `--folds 5` repeats this for each of the five fifths (the first is the fifth above), so that every user is
 kept out once and scored by models that never saw them: five times the fits, and a score over all the users
@@ -50,8 +52,8 @@ from stages.cold_split import (SEGMENTS, check_cold_order, final_order, segments
                                 user_domain_group)
 from stages.common import DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, read_json, section_params
 from stages.evaluate import fold_truth, per_user_metrics
-from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, positive_groups, read_newcomers,
-                               training_rows, user_bucket)
+from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, newcomer_folds, positive_groups,
+                               read_newcomers, training_rows, user_bucket)
 
 KEPT_OUT_SHARE, KEPT_OUT_SEED = 0.2, 999
 MAX_FOLDS = round(1 / KEPT_OUT_SHARE)
@@ -201,8 +203,12 @@ def main() -> None:
                          help="fit on the train fold alone, without the early fold's rows")
     windows.add_argument("--two-windows", action="store_true",
                          help="fit with the early fold's rows whatever ranker.two_windows_below_groups says")
-    parser.add_argument("--without-newcomers", action="store_true",
-                        help="fit without the simulated newcomers' rows (features/<fold>_newcomers.parquet)")
+    newcomer_choice = parser.add_mutually_exclusive_group()
+    newcomer_choice.add_argument("--with-newcomers", action="store_true",
+                                 help="fit with the simulated newcomers' rows (features/<fold>_newcomers.parquet) "
+                                      "whatever ranker.newcomers_below_groups says")
+    newcomer_choice.add_argument("--without-newcomers", action="store_true",
+                                 help="fit without the simulated newcomers' rows")
     parser.add_argument("--cold-orders", default="", metavar="ORDER,...",
                         help="also score the final model with cold users ordered each of these ways (cold.order "
                              "values), as more columns of the segment table")
@@ -219,18 +225,24 @@ def main() -> None:
         params[key] = yaml.safe_load(value)
     models = sorted({int(n) for n in args.models.split(",")})
     below_groups = params.pop("two_windows_below_groups")
+    newcomers_below_groups = params.pop("newcomers_below_groups")
     features = pd.read_parquet("data/features/train.parquet")
+    train_groups = positive_groups(features)
     if args.one_window or args.two_windows:
         two = args.two_windows
     else:  # as the early rows would join the holdout ranker
-        two = len(learning_folds("holdout", positive_groups(features), below_groups)) == 2
+        two = len(learning_folds("holdout", train_groups, below_groups)) == 2
     early = pd.read_parquet("data/features/early.parquet") if two else None
     if two and not len(early) and not read_json("data/gate/early.json")["needed"]:
         raise SystemExit("benchmarks.ranker_validation: the early fold was not computed (data/gate/early.json: the "
                          "holdout ranker does not learn on it); for --two-windows raise "
                          "ranker.two_windows_below_groups above the train fold's groups with a positive and run "
                          "dvc repro")
-    newcomers = {} if args.without_newcomers else read_newcomers(("train", "early") if two else ("train",))
+    folds = ("train", "early") if two else ("train",)
+    if args.with_newcomers or args.without_newcomers:
+        newcomers = read_newcomers(folds) if args.with_newcomers else {}
+    else:  # as the holdout ranker learns on them
+        newcomers = read_newcomers(newcomer_folds(folds, train_groups, newcomers_below_groups))
     newcomers = {fold: frame for fold, frame in newcomers.items() if len(frame)}  # named in the header
     test, scores = kept_out_scores(features, params, models, args.folds, early, newcomers or None)
     items = pd.read_parquet("data/merged/items.parquet")

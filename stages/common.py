@@ -178,6 +178,7 @@ PARAM_RULES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "ranker.n_models": (1, 20, True, False),
     "ranker.budget_rows": (0, None, True, False),
     "ranker.two_windows_below_groups": (0, None, True, False),
+    "ranker.newcomers_below_groups": (0, None, True, False),
     "cold.min_interactions": (0, None, True, False),
 }
 

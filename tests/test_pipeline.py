@@ -95,6 +95,7 @@ def test_unused_early_fold_is_skipped_and_the_holdout_ranker_learns_on_one_windo
     shutil.copytree(tiny_pipeline, project)
     assert json.loads((project / "data" / "gate" / "early.json").read_text()) == {"needed": True}
     set_param(project, "ranker.two_windows_below_groups", 1)  # the tiny train fold has more groups than that
+    set_param(project, "ranker.newcomers_below_groups", 1)  # ... so the simulated newcomers stay out too
     changed = set(json.loads(run_dvc(project, "status", "--json").stdout))
     assert changed == {"early-gate", "ranker-fit@holdout", "ranker-fit@final"}
     ran = stages_run(run_dvc(project, "repro"))
@@ -107,9 +108,12 @@ def test_unused_early_fold_is_skipped_and_the_holdout_ranker_learns_on_one_windo
     early = pq.read_table(project / "data" / "features" / "early.parquet")
     assert early.num_rows == 0 and early.schema.equals(computed)
     meta = json.loads((project / "models" / "ranker" / "holdout" / "meta.json").read_text())
-    assert meta["label_windows"] == 1
+    assert meta["label_windows"] == 1 and meta["newcomer_rows"] == 0
     assert_submission_contract(project, project / "data" / "sample")
     assert "up to date" in run_dvc(project, "status").stdout.lower()
     # The comparison that needs the early fold says why it cannot run, rather than validating on no rows.
     forced = run_module(project, "benchmarks.ranker_validation", "--two-windows")
     assert forced.returncode != 0 and "the early fold was not computed" in forced.stderr
+    # Validation fits as ranker-fit does: one window, no newcomers.
+    validated = run_module(project, "benchmarks.ranker_validation", "--models", "1")
+    assert validated.returncode == 0 and "(one window, no newcomers," in validated.stdout

@@ -5,8 +5,8 @@ import pytest
 from stages.common import PipelineError
 from stages.features import FEATURES
 from stages import ranker_fit
-from stages.ranker_fit import (compile_models, fit_ranker, learning_folds, positive_groups, score_candidates,
-                               training_rows)
+from stages.ranker_fit import (compile_models, fit_ranker, learning_folds, newcomer_folds, positive_groups,
+                               score_candidates, training_rows)
 
 PARAMS = dict(n_estimators=50, learning_rate=0.1, num_leaves=7, min_child_samples=5, truncation_level=10,
               early_stopping_rounds=10, valid_share=0.25, seed=1)
@@ -102,7 +102,8 @@ def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     for fold, frame in newcomers.items():
         frame.to_parquet(tmp_path / f"data/features/{fold}_newcomers.parquet")
     monkeypatch.chdir(tmp_path)
-    ranker = {**PARAMS, "n_models": 2, "budget_rows": 0, "two_windows_below_groups": 201}  # 200 groups: two
+    ranker = {**PARAMS, "n_models": 2, "budget_rows": 0, "two_windows_below_groups": 201,  # 200 groups: two
+              "newcomers_below_groups": 201}
     monkeypatch.setattr(ranker_fit, "load_params", lambda: {"ranker": ranker})
     stale = tmp_path / "models/ranker/holdout/model_5.txt"  # from an earlier run with more models
     stale.parent.mkdir(parents=True)
@@ -122,6 +123,11 @@ def test_ranker_directory_round_trip(tmp_path, monkeypatch):
     boosters, meta = ranker_fit.load_ranker(tmp_path / "models/ranker/holdout")
     assert meta["groups"] == 250 and meta["label_windows"] == 1
 
+    ranker["newcomers_below_groups"] = 200  # ... and so are they without the simulated newcomers
+    ranker_fit.main(["holdout"])
+    boosters, meta = ranker_fit.load_ranker(tmp_path / "models/ranker/holdout")
+    assert meta["groups"] == 200 and meta["newcomer_rows"] == 0
+
 
 def test_the_earlier_fold_joins_only_while_the_latest_is_short_of_groups():
     features = _features()
@@ -131,6 +137,13 @@ def test_the_earlier_fold_joins_only_while_the_latest_is_short_of_groups():
     assert learning_folds("final", 199, 10_000) == ("holdout", "train")
     assert learning_folds("holdout", 199, 199) == ("train",)
     assert learning_folds("final", 199, 0) == ("holdout",)  # 0: never
+
+
+def test_the_simulated_newcomers_join_only_while_the_latest_fold_is_short_of_groups():
+    assert newcomer_folds(("train", "early"), 199, 200) == ("train", "early")
+    assert newcomer_folds(("holdout",), 199, 200) == ("holdout",)
+    assert newcomer_folds(("train", "early"), 200, 200) == ()
+    assert newcomer_folds(("train",), 0, 0) == ()  # 0: never
 
 
 def test_a_users_rows_of_two_label_windows_are_two_queries():
