@@ -239,10 +239,13 @@ def main() -> None:
                          "ranker.two_windows_below_groups above the train fold's groups with a positive and run "
                          "dvc repro")
     folds = ("train", "early") if two else ("train",)
-    if args.with_newcomers or args.without_newcomers:
-        newcomers = read_newcomers(folds) if args.with_newcomers else {}
+    if args.with_newcomers:
+        folds_of_newcomers = folds
+    elif args.without_newcomers:
+        folds_of_newcomers = ()
     else:  # as the holdout ranker learns on them
-        newcomers = read_newcomers(newcomer_folds(folds, train_groups, newcomers_below_groups))
+        folds_of_newcomers = newcomer_folds(folds, train_groups, newcomers_below_groups)
+    newcomers = read_newcomers(folds_of_newcomers)
     newcomers = {fold: frame for fold, frame in newcomers.items() if len(frame)}  # named in the header
     test, scores = kept_out_scores(features, params, models, args.folds, early, newcomers or None)
     items = pd.read_parquet("data/merged/items.parquet")
