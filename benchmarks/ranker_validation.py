@@ -2,7 +2,7 @@
 
     dvc repro && python -m benchmarks.ranker_validation [--models 1,3,5,10] [--folds 5] [--set learning_rate=0.05 ...]
                                                         [--one-window | --two-windows] [--cold-orders popular,blend]
-                                                        [--with-newcomers | --without-newcomers]
+                                                        [--with-newcomers | --without-newcomers] [--forward]
 
 The holdout ranker learns on `data/features/train.parquet` (labels: the label window) and
 `data/features/early.parquet` (the early window before it). Here a fixed fifth of the train fold's users (a hash
@@ -38,6 +38,15 @@ Only real users are scored.
 `--folds 5` repeats this for each of the five fifths (the first is the fifth above), so that every user is
 kept out once and scored by models that never saw them: five times the fits, and a score over all the users
 instead of a fifth of them, for differences too small for one fifth to tell apart.
+
+`--forward` judges the way serving works instead: the models learn on the early fold alone (its real users, and
+its simulated newcomers as a ranker learning on that fold would take them: while it has fewer than
+`ranker.newcomers_below_groups` groups with a positive) and score every user of the train fold, one label window
+later, as the holdout ranker learns on the label window and serves the holdout window. The kept-out fifth shares
+its label window with the rows fitted on; a choice that only helps within one window (a copy of a user whose
+label-window events continue its own hidden history, say) shows there and not here. It needs the early fold
+(computed only while the holdout ranker learns on it: at full size raise `ranker.two_windows_below_groups` and
+`dvc repro` in a copy), and it cannot judge the number of windows itself.
 """
 from __future__ import annotations
 
@@ -174,6 +183,20 @@ def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[in
     return pd.concat(tests), {n: np.concatenate(parts) for n, parts in scores.items()}
 
 
+def forward_scores(earlier: pd.DataFrame, later: pd.DataFrame, ranker_params: dict, models: list[int],
+                   newcomers: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """Every row of `later` (the train fold's features) and for each n in `models` its scores by the mean of the
+    first n models fitted on `earlier` (the early fold's features, one label window before) and, when given and
+    not empty, the early fold's simulated newcomers, as stages.ranker_fit fits them."""
+    fit = training_rows({"early": earlier}, {"early": newcomers}) if newcomers is not None and len(newcomers) \
+        else earlier
+    boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
+    if boosters is None:
+        raise SystemExit("benchmarks.ranker_validation: no group with a positive label in the early fold")
+    each = model_scores(boosters, meta, later)
+    return later, {n: np.mean(each[:n], axis=0) for n in models}
+
+
 def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1,
              early: pd.DataFrame | None = None, newcomers: dict[str, pd.DataFrame] | None = None
              ) -> dict[int, float]:
@@ -189,6 +212,57 @@ def train_fold_truth(seen: sp.csr_matrix, items: pd.DataFrame, directory: str = 
     interactions = pd.read_parquet(f"{directory}/merged/interactions.parquet",
                                    columns=[USER_IDX, DOMAIN, ITEM_IDX, WINDOW])
     return fold_truth(interactions, seen, items, "train", f"{directory}/candidates")
+
+
+EARLY_NOT_COMPUTED = ("benchmarks.ranker_validation: the early fold was not computed (data/gate/early.json: the "
+                      "holdout ranker does not learn on it); for {option} raise ranker.two_windows_below_groups above "
+                      "the train fold's groups with a positive and run dvc repro")
+
+
+def read_early(option: str) -> pd.DataFrame:
+    """The early fold's features; a clear stop when early-gate left them empty (the fold was not computed)."""
+    early = pd.read_parquet("data/features/early.parquet")
+    if not len(early) and not read_json("data/gate/early.json")["needed"]:
+        raise SystemExit(EARLY_NOT_COMPUTED.format(option=option))
+    return early
+
+
+def kept_out_run(features: pd.DataFrame, train_groups: int, params: dict, models: list[int], folds: int,
+                 below_groups: int, newcomers_below_groups: int, two_windows: bool | None = None,
+                 with_newcomers: bool | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray], list[str]]:
+    """The kept-out fifths' rows, their scores per number of models, and what was fitted on (for the heading).
+    two_windows / with_newcomers: True or False forces the choice, None takes it as the holdout ranker would."""
+    if two_windows is not None:
+        two = two_windows
+    else:  # as the early rows would join the holdout ranker
+        two = len(learning_folds("holdout", train_groups, below_groups)) == 2
+    early = read_early("--two-windows") if two else None
+    learned_on = ("train", "early") if two else ("train",)
+    if with_newcomers is not None:
+        folds_of_newcomers = learned_on if with_newcomers else ()
+    else:  # as the holdout ranker learns on them
+        folds_of_newcomers = newcomer_folds(learned_on, train_groups, newcomers_below_groups)
+    newcomers = read_newcomers(folds_of_newcomers)
+    newcomers = {fold: frame for fold, frame in newcomers.items() if len(frame)}  # named in the heading
+    test, scores = kept_out_scores(features, params, models, folds, early, newcomers or None)
+    return test, scores, ["two windows" if two else "one window",
+                          f"simulated newcomers of {' and '.join(newcomers)}" if newcomers else "no newcomers"]
+
+
+def forward_run(features: pd.DataFrame, params: dict, models: list[int], newcomers_below_groups: int,
+                with_newcomers: bool | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray], list[str]]:
+    """The train fold's rows scored by models of the early fold (forward_scores), and what was fitted on;
+    with_newcomers as in kept_out_run."""
+    early = read_early("--forward")
+    if with_newcomers is not None:
+        take = with_newcomers
+    else:  # as a ranker learning on the early fold would take them
+        take = bool(newcomer_folds(("early",), positive_groups(early), newcomers_below_groups))
+    newcomers = read_newcomers(("early",))["early"] if take else None
+    test, scores = forward_scores(early, features, params, models, newcomers)
+    taken = newcomers is not None and len(newcomers)
+    return test, scores, [f"fitted on the early fold ({positive_groups(early)} groups with a positive)",
+                          "its simulated newcomers" if taken else "no newcomers"]
 
 
 def main() -> None:
@@ -209,6 +283,9 @@ def main() -> None:
                                       "whatever ranker.newcomers_below_groups says")
     newcomer_choice.add_argument("--without-newcomers", action="store_true",
                                  help="fit without the simulated newcomers' rows")
+    parser.add_argument("--forward", action="store_true",
+                        help="fit on the early fold alone and score every user of the train fold, one label window "
+                             "later (not with --folds, --one-window, --two-windows)")
     parser.add_argument("--cold-orders", default="", metavar="ORDER,...",
                         help="also score the final model with cold users ordered each of these ways (cold.order "
                              "values), as more columns of the segment table")
@@ -228,33 +305,24 @@ def main() -> None:
     newcomers_below_groups = params.pop("newcomers_below_groups")
     features = pd.read_parquet("data/features/train.parquet")
     train_groups = positive_groups(features)
-    if args.one_window or args.two_windows:
-        two = args.two_windows
-    else:  # as the early rows would join the holdout ranker
-        two = len(learning_folds("holdout", train_groups, below_groups)) == 2
-    early = pd.read_parquet("data/features/early.parquet") if two else None
-    if two and not len(early) and not read_json("data/gate/early.json")["needed"]:
-        raise SystemExit("benchmarks.ranker_validation: the early fold was not computed (data/gate/early.json: the "
-                         "holdout ranker does not learn on it); for --two-windows raise "
-                         "ranker.two_windows_below_groups above the train fold's groups with a positive and run "
-                         "dvc repro")
-    folds = ("train", "early") if two else ("train",)
-    if args.with_newcomers:
-        folds_of_newcomers = folds
-    elif args.without_newcomers:
-        folds_of_newcomers = ()
-    else:  # as the holdout ranker learns on them
-        folds_of_newcomers = newcomer_folds(folds, train_groups, newcomers_below_groups)
-    newcomers = read_newcomers(folds_of_newcomers)
-    newcomers = {fold: frame for fold, frame in newcomers.items() if len(frame)}  # named in the header
-    test, scores = kept_out_scores(features, params, models, args.folds, early, newcomers or None)
+    # None: as the ranker would choose (the params' gates); True / False: forced by a flag
+    two_windows = True if args.two_windows else False if args.one_window else None
+    with_newcomers = True if args.with_newcomers else False if args.without_newcomers else None
+    if args.forward:
+        if args.folds != 1 or args.one_window or args.two_windows:
+            raise SystemExit("benchmarks.ranker_validation: --forward fits on the early fold and scores the whole "
+                             "train fold: no --folds, --one-window or --two-windows with it")
+        test, scores, overrides = forward_run(features, params, models, newcomers_below_groups, with_newcomers)
+        heading = f"Forward validation ({', '.join(args.set + overrides)}): NDCG@10 of every train-fold user"
+    else:
+        test, scores, overrides = kept_out_run(features, train_groups, params, models, args.folds, below_groups,
+                                               newcomers_below_groups, two_windows, with_newcomers)
+        heading = (f"Ranker validation on the train fold ({', '.join(args.set + overrides)}, {args.folds} of "
+                   f"{MAX_FOLDS} fifths kept out in turn): NDCG@10 of the kept-out users")
     items = pd.read_parquet("data/merged/items.parquet")
     seen = sp.load_npz("data/merged/matrix_train.npz").tocsr()
     truth = train_fold_truth(seen, items)
-    overrides = ", ".join(args.set + ["two windows" if two else "one window"]
-                          + [f"simulated newcomers of {' and '.join(newcomers)}" if newcomers else "no newcomers"])
-    print(f"Ranker validation on the train fold ({overrides}, {args.folds} of {MAX_FOLDS} fifths kept out in "
-          f"turn): NDCG@10 of the kept-out users\n")
+    print(heading + "\n")
     cold = section_params(all_params, "cold")
     segments = segments_at_cutoff(seen, items, min_interactions=cold["min_interactions"])
     served = {n: served_scores(test, score, segments, cold["order"]) for n, score in scores.items()}

@@ -113,3 +113,41 @@ def test_a_kept_out_users_newcomer_rows_are_never_fitted_on(monkeypatch):
         assert (rows["newcomer"] == 1).sum() == (kept_out_fold(np.arange(100)) != fold).sum() * 10
     # scored: the kept-out users' real rows only, never a newcomer copy
     assert len(test) == (kept_out_fold(features["user_idx"].to_numpy()) < 2).sum() and "newcomer" not in test.columns
+
+
+def test_forward_fits_on_the_earlier_fold_only_and_scores_every_row_of_the_later_one(monkeypatch):
+    from benchmarks import ranker_validation
+    from benchmarks.ranker_validation import forward_scores
+
+    earlier, later = _features(n_users=60), _features(n_users=80, seed=3)
+    newcomers = _features(n_users=30, seed=5)
+    fitted, scored = [], []
+
+    def fake_fit(rows, **params):
+        fitted.append(rows)
+        return ["model"] * params["n_models"], {}
+
+    def fake_scores(boosters, meta, test):
+        scored.append(test)
+        return [np.full(len(test), float(m)) for m in range(len(boosters))]
+
+    monkeypatch.setattr(ranker_validation, "fit_ranker", fake_fit)
+    monkeypatch.setattr(ranker_validation, "model_scores", fake_scores)
+    test, scores = forward_scores(earlier, later, PARAMS, [1, 3], newcomers)
+    # one fit, on the earlier fold's rows and its newcomers' (tagged apart), nothing of the later fold
+    assert len(fitted) == 1 and len(fitted[0]) == len(earlier) + len(newcomers)
+    assert (fitted[0]["newcomer"] == 1).sum() == len(newcomers)
+    assert set(fitted[0]["window"].astype(str)) == {"early"}
+    assert test is later and scored[0] is later
+    # n models: the mean of the first n (models m score m)
+    assert np.all(scores[1] == 0.0) and np.all(scores[3] == 1.0)
+    fitted.clear()
+    forward_scores(earlier, later, PARAMS, [1], newcomers.iloc[:0])  # an empty newcomer table: none
+    assert len(fitted[0]) == len(earlier) and "newcomer" not in fitted[0].columns
+
+
+def test_forward_learns_the_planted_signal_across_folds():
+    from benchmarks.ranker_validation import forward_scores
+
+    test, scores = forward_scores(_features(n_users=300), _features(n_users=200, seed=3), PARAMS, [1])
+    assert candidate_ndcg(test, scores[1]) > 0.8  # a random order gives about 0.45
