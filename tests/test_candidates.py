@@ -228,3 +228,18 @@ def test_newcomer_candidates_ignore_the_users_history_in_the_domain_but_exclude_
     assert by_user[0].loc[2, "als_score"] == pytest.approx(float(expected @ item_factors[2]), rel=1e-5)
     assert (cands["lift_same"] == 0).all()
     assert by_user[1].loc[2, "lift_other"] == pytest.approx(3.0)
+
+
+def test_only_the_labelled_folds_list_the_params_of_labelled_users():
+    """candidates@final serves every target user and draws no newcomers: dvc.lock (written from dvc.yaml's
+    foreach) must not tie it to the two params that only the labelled folds read, or changing them re-runs it."""
+    import yaml
+
+    from benchmarks.project import ROOT
+
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    labelled_only = {"candidates.max_labelled_users", "candidates.newcomers"}
+    for fold in ("early", "train", "holdout", "final"):
+        listed = set(lock[f"candidates@{fold}"]["params"]["params.yaml"])
+        assert "candidates.seed" in listed
+        assert (labelled_only <= listed) if fold != "final" else not (labelled_only & listed), fold
