@@ -304,12 +304,29 @@ def _user_chunks(users: np.ndarray, rows: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def sorted_by_user(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The candidates ordered by (user, domain, item), stably, with a fresh index: the order of
+    `sort_values([USER_IDX, DOMAIN, ITEM_IDX], kind="stable")`, through one int64 key (at full size 40M rows:
+    about 8 s against 20 s for pandas' three-column sort and its reset_index copy)."""
+    domain = candidates[DOMAIN]
+    # pandas sorts a categorical by its codes and strings by value, which astype("category") turns into codes
+    domain = domain if isinstance(domain.dtype, pd.CategoricalDtype) else domain.astype("category")
+    code = domain.cat.codes.to_numpy().astype(np.int64)
+    user = candidates[USER_IDX].to_numpy().astype(np.int64)
+    item = candidates[ITEM_IDX].to_numpy().astype(np.int64)
+    n_items = int(item.max()) + 1 if len(item) else 1
+    key = (user * max(len(domain.cat.categories), 1) + code) * n_items + item
+    ordered = candidates.take(np.argsort(key, kind="stable"))
+    ordered.index = pd.RangeIndex(len(ordered))
+    return ordered
+
+
 def write_features(candidates_path: str | Path, out: Path, tables: FeatureTables, *, newcomers: bool = False
                    ) -> None:
     """join_features of a candidates file, written to `out` a chunk of users at a time (row groups of one
     file): the joined table of a full-size fold (40M rows x 30 features) does not fit in memory at once."""
     candidates = pd.read_parquet(candidates_path)
-    candidates = candidates.sort_values([USER_IDX, DOMAIN, ITEM_IDX], kind="stable").reset_index(drop=True)
+    candidates = sorted_by_user(candidates)
     rows = positives = 0
     writer = None
     with atomic_path(out) as tmp:

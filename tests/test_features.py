@@ -118,3 +118,20 @@ def test_newcomer_rows_get_the_user_features_of_a_user_new_to_the_rows_domain():
     assert np.isnan(newcomer.loc[(1, 1), "user_idle_days"]) and newcomer.loc[(1, 1), "user_count_7d"] == 0
     assert newcomer["label"].tolist() == real["label"].tolist()
     assert newcomer["item_share_all"].tolist() == real["item_share_all"].tolist()
+
+
+@pytest.mark.parametrize("categorical", [True, False])
+def test_sorted_by_user_is_pandas_stable_three_column_sort(categorical):
+    from stages.features import sorted_by_user
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    frame = pd.DataFrame({"user_idx": rng.integers(0, 50, n).astype(np.int32),
+                          "domain": rng.choice(["zvuk", "smm"], n),
+                          "item_idx": rng.integers(0, 30, n).astype(np.int32),  # repeats: stability shows
+                          "als_score": np.arange(n, dtype=np.float32)}, index=rng.permutation(n))
+    if categorical:  # categories in DOMAINS order, not alphabetical by accident of the data
+        frame["domain"] = pd.Categorical(frame["domain"], categories=["zvuk", "smm"])
+    expected = frame.sort_values(["user_idx", "domain", "item_idx"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(sorted_by_user(frame), expected)
+    assert sorted_by_user(frame.iloc[:0]).empty
