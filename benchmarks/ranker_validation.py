@@ -254,14 +254,15 @@ def forward_run(features: pd.DataFrame, params: dict, models: list[int], newcome
     """The train fold's rows scored by models of the early fold (forward_scores), and what was fitted on;
     with_newcomers as in kept_out_run."""
     early = read_early("--forward")
+    early_groups = positive_groups(early)
     if with_newcomers is not None:
         take = with_newcomers
     else:  # as a ranker learning on the early fold would take them
-        take = bool(newcomer_folds(("early",), positive_groups(early), newcomers_below_groups))
+        take = bool(newcomer_folds(("early",), early_groups, newcomers_below_groups))
     newcomers = read_newcomers(("early",))["early"] if take else None
     test, scores = forward_scores(early, features, params, models, newcomers)
     taken = newcomers is not None and len(newcomers)
-    return test, scores, [f"fitted on the early fold ({positive_groups(early)} groups with a positive)",
+    return test, scores, [f"fitted on the early fold ({early_groups} groups with a positive)",
                           "its simulated newcomers" if taken else "no newcomers"]
 
 
