@@ -173,14 +173,21 @@ def kept_out_scores(features: pd.DataFrame, ranker_params: dict, models: list[in
             extra = {name: frame[newcomer_fold_of[name] != fold] if name == "train" else frame
                      for name, frame in (newcomers or {}).items()}
             fit = training_rows({"train": fit, **({} if early is None else {"early": early})}, extra or None)
-        boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
-        if boosters is None:
-            raise SystemExit("benchmarks.ranker_validation: no group with a positive label to learn from")
-        each = model_scores(boosters, meta, test)
         tests.append(test)
-        for n in models:
-            scores[n].append(np.mean(each[:n], axis=0))
+        for n, score in fitted_scores(fit, test, ranker_params, models).items():
+            scores[n].append(score)
     return pd.concat(tests), {n: np.concatenate(parts) for n, parts in scores.items()}
+
+
+def fitted_scores(fit: pd.DataFrame, test: pd.DataFrame, ranker_params: dict, models: list[int]
+                  ) -> dict[int, np.ndarray]:
+    """For each n in `models`, test's scores by the mean of the first n of max(models) models fitted on `fit` as
+    stages.ranker_fit fits them (each early-stopped on its own users; no row budget)."""
+    boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
+    if boosters is None:
+        raise SystemExit("benchmarks.ranker_validation: no group with a positive label to learn from")
+    each = model_scores(boosters, meta, test)
+    return {n: np.mean(each[:n], axis=0) for n in models}
 
 
 def forward_scores(earlier: pd.DataFrame, later: pd.DataFrame, ranker_params: dict, models: list[int],
@@ -190,11 +197,7 @@ def forward_scores(earlier: pd.DataFrame, later: pd.DataFrame, ranker_params: di
     not empty, the early fold's simulated newcomers, as stages.ranker_fit fits them."""
     fit = training_rows({"early": earlier}, {"early": newcomers}) if newcomers is not None and len(newcomers) \
         else earlier
-    boosters, meta = fit_ranker(fit, **{**ranker_params, "n_models": max(models), "budget_rows": 0})
-    if boosters is None:
-        raise SystemExit("benchmarks.ranker_validation: no group with a positive label in the early fold")
-    each = model_scores(boosters, meta, later)
-    return later, {n: np.mean(each[:n], axis=0) for n in models}
+    return later, fitted_scores(fit, later, ranker_params, models)
 
 
 def validate(features: pd.DataFrame, ranker_params: dict, models: list[int], folds: int = 1,
@@ -227,11 +230,12 @@ def read_early(option: str) -> pd.DataFrame:
     return early
 
 
-def kept_out_run(features: pd.DataFrame, train_groups: int, params: dict, models: list[int], folds: int,
-                 below_groups: int, newcomers_below_groups: int, two_windows: bool | None = None,
-                 with_newcomers: bool | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray], list[str]]:
+def kept_out_run(features: pd.DataFrame, params: dict, models: list[int], folds: int, below_groups: int,
+                 newcomers_below_groups: int, two_windows: bool | None = None, with_newcomers: bool | None = None
+                 ) -> tuple[pd.DataFrame, dict[int, np.ndarray], list[str]]:
     """The kept-out fifths' rows, their scores per number of models, and what was fitted on (for the heading).
     two_windows / with_newcomers: True or False forces the choice, None takes it as the holdout ranker would."""
+    train_groups = positive_groups(features)
     if two_windows is not None:
         two = two_windows
     else:  # as the early rows would join the holdout ranker
@@ -305,7 +309,6 @@ def main() -> None:
     below_groups = params.pop("two_windows_below_groups")
     newcomers_below_groups = params.pop("newcomers_below_groups")
     features = pd.read_parquet("data/features/train.parquet")
-    train_groups = positive_groups(features)
     # None: as the ranker would choose (the params' gates); True / False: forced by a flag
     two_windows = True if args.two_windows else False if args.one_window else None
     with_newcomers = True if args.with_newcomers else False if args.without_newcomers else None
@@ -316,7 +319,7 @@ def main() -> None:
         test, scores, overrides = forward_run(features, params, models, newcomers_below_groups, with_newcomers)
         heading = f"Forward validation ({', '.join(args.set + overrides)}): NDCG@10 of every train-fold user"
     else:
-        test, scores, overrides = kept_out_run(features, train_groups, params, models, args.folds, below_groups,
+        test, scores, overrides = kept_out_run(features, params, models, args.folds, below_groups,
                                                newcomers_below_groups, two_windows, with_newcomers)
         heading = (f"Ranker validation on the train fold ({', '.join(args.set + overrides)}, {args.folds} of "
                    f"{MAX_FOLDS} fifths kept out in turn): NDCG@10 of the kept-out users")

@@ -306,16 +306,13 @@ def _user_chunks(users: np.ndarray, rows: int) -> list[slice]:
 
 def sorted_by_user(candidates: pd.DataFrame) -> pd.DataFrame:
     """The candidates ordered by (user, domain, item), stably, with a fresh index: the order of
-    `sort_values([USER_IDX, DOMAIN, ITEM_IDX], kind="stable")`, through one int64 key (at full size 40M rows:
-    about 8 s against 20 s for pandas' three-column sort and its reset_index copy)."""
+    `sort_values([USER_IDX, DOMAIN, ITEM_IDX], kind="stable")`, through the one int64 key of the labels
+    (_triple_key; at full size 40M rows: about 8 s against 20 s for pandas' three-column sort and its reset_index
+    copy)."""
     domain = candidates[DOMAIN]
     # pandas sorts a categorical by its codes and strings by value, which astype("category") turns into codes
     domain = domain if isinstance(domain.dtype, pd.CategoricalDtype) else domain.astype("category")
-    code = domain.cat.codes.to_numpy().astype(np.int64)
-    user = candidates[USER_IDX].to_numpy().astype(np.int64)
-    item = candidates[ITEM_IDX].to_numpy().astype(np.int64)
-    n_items = int(item.max()) + 1 if len(item) else 1
-    key = (user * max(len(domain.cat.categories), 1) + code) * n_items + item
+    key = _triple_key(candidates[USER_IDX].to_numpy(), domain.cat.codes.to_numpy(), candidates[ITEM_IDX].to_numpy())
     ordered = candidates.take(np.argsort(key, kind="stable"))
     ordered.index = pd.RangeIndex(len(ordered))
     return ordered

@@ -130,7 +130,7 @@ def test_sorted_by_user_is_pandas_stable_three_column_sort(categorical):
                           "domain": rng.choice(["zvuk", "smm"], n),
                           "item_idx": rng.integers(0, 30, n).astype(np.int32),  # repeats: stability shows
                           "als_score": np.arange(n, dtype=np.float32)}, index=rng.permutation(n))
-    if categorical:  # categories in DOMAINS order, not alphabetical by accident of the data
+    if categorical:  # categories not in alphabetical order: pandas sorts them by code, not by value
         frame["domain"] = pd.Categorical(frame["domain"], categories=["zvuk", "smm"])
     expected = frame.sort_values(["user_idx", "domain", "item_idx"], kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(sorted_by_user(frame), expected)
