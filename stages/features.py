@@ -117,12 +117,12 @@ def chain_ladder_forecast(item: np.ndarray, age: np.ndarray, rating: np.ndarray,
     return forecast * 1000.0
 
 
-def _item_stats(before: pd.DataFrame, cutoff: int, n_items: int, horizon_days: int) -> dict[str, np.ndarray]:
+def _item_stats(item: np.ndarray, age: np.ndarray, rating: np.ndarray, n_items: int, horizon_days: int
+                ) -> dict[str, np.ndarray]:
     """Per item of one domain (index item_idx): event counts and shares in recent windows, shares of the
-    ratings (plays, purchase strength), trend, age, idleness, and a forecast of the share over the horizon."""
-    item = before[ITEM_IDX].to_numpy()
-    age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
-    rating = before[RATING].to_numpy().astype(np.float64)
+    ratings (plays, purchase strength), trend, age, idleness, and a forecast of the share over the horizon.
+
+    Args: the domain's events before the cut-off: item_idx, days before the cut-off, rating (float64)."""
     # slice(None) for all time: a view, no copy of the whole domain's arrays
     recent = {"all": slice(None), **{window: age <= days for window, days in WINDOW_DAYS.items()}}
     counts = {window: np.bincount(item[mask], minlength=n_items).astype(np.float64) for window, mask in recent.items()}
@@ -145,22 +145,22 @@ def _item_stats(before: pd.DataFrame, cutoff: int, n_items: int, horizon_days: i
     return {name: values.astype(np.float32) for name, values in stats.items()}
 
 
-def _user_stats(before: pd.DataFrame, cutoff: int, n_users: int) -> dict[str, np.ndarray]:
+def _user_stats(user: np.ndarray, domain: np.ndarray, item: np.ndarray, age: np.ndarray, rating: np.ndarray,
+                n_users: int) -> dict[str, np.ndarray]:
     """Per user (index user_idx; column = domain code where there are two): activity in each domain, recency,
     rating strength, and how mainstream the user's items are (mean log count of their items: low = niche
-    taste, trust ALS more)."""
-    user = before[USER_IDX].to_numpy().astype(np.int64)
-    domain = before[DOMAIN].cat.codes.to_numpy().astype(np.int64)
-    item = before[ITEM_IDX].to_numpy()
-    age = (cutoff - before[TS].to_numpy()) / NS_PER_DAY
-    log_pop = np.empty(len(before))
+    taste, trust ALS more).
+
+    Args: the events before the cut-off: user_idx and domain code (int64), item_idx, days before the cut-off,
+    rating."""
+    log_pop = np.empty(len(user))
     for code in range(len(DOMAINS)):  # log count of each event's item, within its domain
         mine = domain == code
         log_pop[mine] = np.log1p(np.bincount(item[mine])[item[mine]])
     key, size = user * len(DOMAINS) + domain, n_users * len(DOMAINS)
     count = np.bincount(key, minlength=size).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rating = np.bincount(key, np.log1p(before[RATING].to_numpy()), minlength=size) / count
+        rating = np.bincount(key, np.log1p(rating), minlength=size) / count
         mainstream = np.bincount(key, log_pop, minlength=size) / count
     shape = (n_users, len(DOMAINS))
     count_7d = np.bincount(key[age <= 7], minlength=size).astype(np.float64).reshape(shape)
@@ -189,19 +189,29 @@ def feature_tables(interactions: pd.DataFrame, *, cutoff: int, label_window: str
                    horizon_days: int) -> FeatureTables:
     """Statistics from events with timestamp < cutoff (forecasts over `horizon_days`), and the labels of
     `label_window`."""
-    before = interactions[interactions[TS] < cutoff]
+    # Arrays masked once, not boolean selections of the whole frame: at full size (60M events) those copied
+    # every column of it three times.
+    before = interactions[TS].to_numpy() < cutoff
+    user = interactions[USER_IDX].to_numpy()[before].astype(np.int64)
+    domain = interactions[DOMAIN].cat.codes.to_numpy()[before].astype(np.int64)
+    item = interactions[ITEM_IDX].to_numpy()[before]
+    age = (cutoff - interactions[TS].to_numpy()[before]) / NS_PER_DAY
+    rating = interactions[RATING].to_numpy()[before].astype(np.float64)
+    all_items = interactions[ITEM_IDX].to_numpy()
+    all_domains = interactions[DOMAIN].cat.codes.to_numpy()
     items = {}
-    for domain in DOMAINS:
-        in_domain = interactions[ITEM_IDX].to_numpy()[(interactions[DOMAIN] == domain).to_numpy()]
+    for code, domain_name in enumerate(DOMAINS):
+        in_domain = all_items[all_domains == code]
         n_items = int(in_domain.max()) + 1 if len(in_domain) else 0
-        items[domain] = _item_stats(before[before[DOMAIN] == domain], cutoff, n_items, horizon_days)
+        mine = domain == code
+        items[domain_name] = _item_stats(item[mine], age[mine], rating[mine], n_items, horizon_days)
     n_users = int(interactions[USER_IDX].max()) + 1 if len(interactions) else 0
     truth = None
     if label_window is not None:
-        labelled = interactions[interactions[WINDOW] == label_window]
-        truth = np.unique(_triple_key(labelled[USER_IDX].to_numpy(), labelled[DOMAIN].cat.codes.to_numpy(),
-                                      labelled[ITEM_IDX].to_numpy()))
-    return FeatureTables(items, _user_stats(before, cutoff, n_users), truth)
+        labelled = (interactions[WINDOW] == label_window).to_numpy()
+        truth = np.unique(_triple_key(interactions[USER_IDX].to_numpy()[labelled], all_domains[labelled],
+                                      all_items[labelled]))
+    return FeatureTables(items, _user_stats(user, domain, item, age, rating, n_users), truth)
 
 
 def _take(values: np.ndarray, index: np.ndarray, fill: float) -> np.ndarray:
@@ -219,53 +229,60 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables, *, newcomers:
     user without history in the row's domain: what a real newcomer's are at the cut-off.
 
     Plain array lookups by item_idx and user_idx: pandas merges of 40M candidates with the statistics took
-    most of this stage's time at full size."""
-    out = candidates.copy()
-    out[DOMAIN] = pd.Categorical(out[DOMAIN], categories=list(DOMAINS))
-    code = out[DOMAIN].cat.codes.to_numpy().astype(np.int64)
-    user = out[USER_IDX].to_numpy().astype(np.int64)
-    item = out[ITEM_IDX].to_numpy()
+    most of this stage's time at full size. The columns are gathered as arrays and framed once: a copy of the
+    candidates with columns added one by one, then the selection of the output's columns, copied every array
+    twice."""
+    domain = pd.Categorical(candidates[DOMAIN], categories=list(DOMAINS))
+    code = domain.codes.astype(np.int64)
+    user = candidates[USER_IDX].to_numpy().astype(np.int64)
+    item = candidates[ITEM_IDX].to_numpy()
+    n_rows = len(candidates)
+    column = {name: candidates[name].to_numpy() for name in FEATURES if name in candidates.columns}
     item_columns = next(iter(tables.items.values())).keys()
-    for column in item_columns:
-        values = np.full(len(out), np.nan, dtype=np.float32)
-        for c, domain in enumerate(DOMAINS):
+    for name in item_columns:
+        values = np.full(n_rows, np.nan, dtype=np.float32)
+        for c, domain_name in enumerate(DOMAINS):
             mine = code == c
-            values[mine] = _take(tables.items[domain][column], item[mine], np.nan)
-        out[column] = values
+            values[mine] = _take(tables.items[domain_name][name], item[mine], np.nan)
+        column[name] = values
     users = tables.users
     other = 1 - code
-    for name, table, column, fill in (("user_count_domain", "count", code, 0.0),
-                                      ("user_count_other", "count", other, 0.0),
-                                      ("user_idle_days_domain", "idle_domain", code, np.nan),
-                                      ("user_rating_domain", "rating", code, np.nan),
-                                      ("user_mainstream", "mainstream", code, np.nan)):
+    for name, table, domain_of_row, fill in (("user_count_domain", "count", code, 0.0),
+                                             ("user_count_other", "count", other, 0.0),
+                                             ("user_idle_days_domain", "idle_domain", code, np.nan),
+                                             ("user_rating_domain", "rating", code, np.nan),
+                                             ("user_mainstream", "mainstream", code, np.nan)):
         flat = users[table].ravel()  # (user, domain) -> user * n_domains + domain
-        out[name] = _take(flat, user * len(DOMAINS) + column, fill)
-    out["user_count_7d"] = _take(users["user_count_7d"], user, 0.0)
-    out["user_idle_days"] = _take(users["user_idle_days"], user, np.nan)
+        column[name] = _take(flat, user * len(DOMAINS) + domain_of_row, fill)
+    column["user_count_7d"] = _take(users["user_count_7d"], user, 0.0)
+    column["user_idle_days"] = _take(users["user_idle_days"], user, np.nan)
     if newcomers:  # their events in the row's domain hidden: the other domain's are all they have
         for name, fill in (("user_count_domain", 0.0), ("user_idle_days_domain", np.nan),
                            ("user_rating_domain", np.nan), ("user_mainstream", np.nan)):
-            out[name] = np.float32(fill)
-        out["user_count_7d"] = _take(users["count_7d"].ravel(), user * len(DOMAINS) + other, 0.0)
-        out["user_idle_days"] = _take(users["idle_domain"].ravel(), user * len(DOMAINS) + other, np.nan)
-    out["domain_code"] = code.astype(np.float32)
-    best = out.groupby([USER_IDX, DOMAIN], observed=True)["als_score"].transform("max")
-    out["als_score_gap"] = (best - out["als_score"]).astype("float32")  # how far below the user's best candidate
+            column[name] = np.full(n_rows, fill, dtype=np.float32)
+        column["user_count_7d"] = _take(users["count_7d"].ravel(), user * len(DOMAINS) + other, 0.0)
+        column["user_idle_days"] = _take(users["idle_domain"].ravel(), user * len(DOMAINS) + other, np.nan)
+    column["domain_code"] = code.astype(np.float32)
+    score = column["als_score"]
+    best = pd.Series(score).groupby(user * len(DOMAINS) + code).transform("max").to_numpy()
+    column["als_score_gap"] = (best - score).astype(np.float32)  # how far below the user's best candidate
     # Taste match without popularity: ALS scores grow with item popularity, the cosine does not.
-    norms = out["als_user_norm"] * out["als_item_norm"]
-    out["als_cosine"] = (out["als_score"] / norms.where(norms > 0)).astype("float32")
-    for column in ("item_count_7d", *[f for f in FEATURES if f.startswith(("item_share_", "item_plays_share_"))]):
-        out[column] = out[column].fillna(0).astype("float32")
+    norms = column["als_user_norm"] * column["als_item_norm"]
+    column["als_cosine"] = (score / np.where(norms > 0, norms, np.float32(np.nan))).astype(np.float32)
+    for name in ("item_count_7d", *[f for f in FEATURES if f.startswith(("item_share_", "item_plays_share_"))]):
+        column[name] = np.where(np.isnan(column[name]), np.float32(0), column[name]).astype(np.float32)
     # Of the item's recent takers, how much are they like this user (recent_affinity sums their similarity).
-    out["recent_affinity_share"] = (out["recent_affinity"] / (out["item_count_7d"] + 1.0)).astype("float32")
+    column["recent_affinity_share"] = (column["recent_affinity"] / (column["item_count_7d"] + np.float32(1.0))
+                                       ).astype(np.float32)
     if tables.truth is None or len(tables.truth) == 0:
-        out["label"] = np.int8(0)
+        label = np.zeros(n_rows, dtype=np.int8)
     else:
         keys = _triple_key(user, code, item)
         found = np.minimum(np.searchsorted(tables.truth, keys), len(tables.truth) - 1)
-        out["label"] = (tables.truth[found] == keys).astype(np.int8)
-    return out[[USER_IDX, DOMAIN, ITEM_IDX, *FEATURES, "label"]]
+        label = (tables.truth[found] == keys).astype(np.int8)
+    return pd.DataFrame({USER_IDX: candidates[USER_IDX].to_numpy(), DOMAIN: domain, ITEM_IDX: item,
+                         **{name: column[name] for name in FEATURES}, "label": label},
+                        index=candidates.index, copy=False)
 
 
 def make_features(candidates: pd.DataFrame, interactions: pd.DataFrame, *, cutoff: int,
