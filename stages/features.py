@@ -229,22 +229,21 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables, *, newcomers:
     user without history in the row's domain: what a real newcomer's are at the cut-off.
 
     Plain array lookups by item_idx and user_idx: pandas merges of 40M candidates with the statistics took
-    most of this stage's time at full size. The columns are gathered as arrays and framed once: a copy of the
-    candidates with columns added one by one, then the selection of the output's columns, copied every array
-    twice."""
+    most of this stage's time at full size. The columns are gathered as arrays and framed once (copying the
+    candidates, adding columns one by one and then selecting the output's copied every array twice)."""
     domain = pd.Categorical(candidates[DOMAIN], categories=list(DOMAINS))
     code = domain.codes.astype(np.int64)
     user = candidates[USER_IDX].to_numpy().astype(np.int64)
     item = candidates[ITEM_IDX].to_numpy()
     n_rows = len(candidates)
-    column = {name: candidates[name].to_numpy() for name in FEATURES if name in candidates.columns}
+    columns = {name: candidates[name].to_numpy() for name in FEATURES if name in candidates.columns}
     item_columns = next(iter(tables.items.values())).keys()
     for name in item_columns:
         values = np.full(n_rows, np.nan, dtype=np.float32)
         for c, domain_name in enumerate(DOMAINS):
             mine = code == c
             values[mine] = _take(tables.items[domain_name][name], item[mine], np.nan)
-        column[name] = values
+        columns[name] = values
     users = tables.users
     other = 1 - code
     for name, table, domain_of_row, fill in (("user_count_domain", "count", code, 0.0),
@@ -253,26 +252,26 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables, *, newcomers:
                                              ("user_rating_domain", "rating", code, np.nan),
                                              ("user_mainstream", "mainstream", code, np.nan)):
         flat = users[table].ravel()  # (user, domain) -> user * n_domains + domain
-        column[name] = _take(flat, user * len(DOMAINS) + domain_of_row, fill)
-    column["user_count_7d"] = _take(users["user_count_7d"], user, 0.0)
-    column["user_idle_days"] = _take(users["user_idle_days"], user, np.nan)
+        columns[name] = _take(flat, user * len(DOMAINS) + domain_of_row, fill)
+    columns["user_count_7d"] = _take(users["user_count_7d"], user, 0.0)
+    columns["user_idle_days"] = _take(users["user_idle_days"], user, np.nan)
     if newcomers:  # their events in the row's domain hidden: the other domain's are all they have
         for name, fill in (("user_count_domain", 0.0), ("user_idle_days_domain", np.nan),
                            ("user_rating_domain", np.nan), ("user_mainstream", np.nan)):
-            column[name] = np.full(n_rows, fill, dtype=np.float32)
-        column["user_count_7d"] = _take(users["count_7d"].ravel(), user * len(DOMAINS) + other, 0.0)
-        column["user_idle_days"] = _take(users["idle_domain"].ravel(), user * len(DOMAINS) + other, np.nan)
-    column["domain_code"] = code.astype(np.float32)
-    score = column["als_score"]
+            columns[name] = np.full(n_rows, fill, dtype=np.float32)
+        columns["user_count_7d"] = _take(users["count_7d"].ravel(), user * len(DOMAINS) + other, 0.0)
+        columns["user_idle_days"] = _take(users["idle_domain"].ravel(), user * len(DOMAINS) + other, np.nan)
+    columns["domain_code"] = code.astype(np.float32)
+    score = columns["als_score"]
     best = pd.Series(score).groupby(user * len(DOMAINS) + code).transform("max").to_numpy()
-    column["als_score_gap"] = (best - score).astype(np.float32)  # how far below the user's best candidate
+    columns["als_score_gap"] = (best - score).astype(np.float32)  # how far below the user's best candidate
     # Taste match without popularity: ALS scores grow with item popularity, the cosine does not.
-    norms = column["als_user_norm"] * column["als_item_norm"]
-    column["als_cosine"] = (score / np.where(norms > 0, norms, np.float32(np.nan))).astype(np.float32)
+    norms = columns["als_user_norm"] * columns["als_item_norm"]
+    columns["als_cosine"] = (score / np.where(norms > 0, norms, np.float32(np.nan))).astype(np.float32)
     for name in ("item_count_7d", *[f for f in FEATURES if f.startswith(("item_share_", "item_plays_share_"))]):
-        column[name] = np.where(np.isnan(column[name]), np.float32(0), column[name]).astype(np.float32)
+        columns[name] = np.where(np.isnan(columns[name]), np.float32(0), columns[name]).astype(np.float32)
     # Of the item's recent takers, how much are they like this user (recent_affinity sums their similarity).
-    column["recent_affinity_share"] = (column["recent_affinity"] / (column["item_count_7d"] + np.float32(1.0))
+    columns["recent_affinity_share"] = (columns["recent_affinity"] / (columns["item_count_7d"] + np.float32(1.0))
                                        ).astype(np.float32)
     if tables.truth is None or len(tables.truth) == 0:
         label = np.zeros(n_rows, dtype=np.int8)
@@ -281,7 +280,7 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables, *, newcomers:
         found = np.minimum(np.searchsorted(tables.truth, keys), len(tables.truth) - 1)
         label = (tables.truth[found] == keys).astype(np.int8)
     return pd.DataFrame({USER_IDX: candidates[USER_IDX].to_numpy(), DOMAIN: domain, ITEM_IDX: item,
-                         **{name: column[name] for name in FEATURES}, "label": label},
+                         **{name: columns[name] for name in FEATURES}, "label": label},
                         index=candidates.index, copy=False)
 
 
