@@ -57,9 +57,9 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from stages.cold_split import (SEGMENTS, check_cold_order, final_order, segments_at_cutoff, segments_of,
-                                user_domain_group)
-from stages.common import DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, read_json, section_params
+from stages.cold_split import SEGMENTS, check_cold_order, final_order, segments_at_cutoff, segments_of
+from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, WINDOW, load_params, read_json, section_params,
+                           user_domain_group)
 from stages.evaluate import fold_truth, per_user_metrics
 from stages.ranker_fit import (HASH_BUCKETS, fit_ranker, learning_folds, model_scores, newcomer_folds, positive_groups,
                                read_newcomers, training_rows, user_bucket)

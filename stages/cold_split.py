@@ -31,7 +31,8 @@ import scipy.sparse as sp
 
 from stages.candidates import read_fold_users, read_popular
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, PipelineError, constant_category, domain_matrix,
-                           load_params, progress, run_stage, section_params, seen_pairs, write_parquet)
+                           load_params, progress, run_stage, section_params, seen_pairs, user_domain_group,
+                           write_parquet)
 from stages.ranker_fit import compile_models, load_ranker, score_candidates
 
 log = logging.getLogger("pipeline.cold_split")
@@ -77,11 +78,6 @@ def segments_at_cutoff(matrix: sp.csr_matrix, items: pd.DataFrame, *, min_intera
 def segments_of(segments: pd.Series, users: np.ndarray) -> np.ndarray:
     """The segment of each of `users` (segments: user_idx -> segment); a user missing there is cold."""
     return segments.reindex(users).fillna("cold").astype(str).to_numpy()
-
-
-def user_domain_group(users: np.ndarray, domain_codes: np.ndarray) -> np.ndarray:
-    """One integer per (user_idx, domain) pair: the groups whose lists are made (domain_codes index DOMAINS)."""
-    return users.astype(np.int64) * len(DOMAINS) + domain_codes
 
 
 def place_in_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -85,6 +85,12 @@ def other_domain(domain: str) -> str:
     return DOMAINS[1 - DOMAINS.index(domain)]
 
 
+def user_domain_group(users: np.ndarray, domain_codes: np.ndarray) -> np.ndarray:
+    """One integer per (user_idx, domain) pair (domain_codes index DOMAINS): user * len(DOMAINS) + domain, the
+    row of a users x domains table raveled."""
+    return users.astype(np.int64) * len(DOMAINS) + domain_codes
+
+
 def domain_matrix(matrix, items: pd.DataFrame, domain: str):
     """The users x items CSR of one domain, columns in item_idx order, cut from a merged matrix.
 

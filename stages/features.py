@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.common import (DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS, USER_IDX, WINDOW, atomic_path,
-                           fold_cutoff, fold_label_window, horizon_of, progress, read_json, run_stage)
+                           fold_cutoff, fold_label_window, horizon_of, progress, read_json, run_stage,
+                           user_domain_group)
 
 log = logging.getLogger("pipeline.features")
 
@@ -157,7 +158,7 @@ def _user_stats(user: np.ndarray, domain: np.ndarray, item: np.ndarray, age: np.
     for code in range(len(DOMAINS)):  # log count of each event's item, within its domain
         mine = domain == code
         log_pop[mine] = np.log1p(np.bincount(item[mine])[item[mine]])
-    key, size = user * len(DOMAINS) + domain, n_users * len(DOMAINS)
+    key, size = user_domain_group(user, domain), n_users * len(DOMAINS)
     count = np.bincount(key, minlength=size).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         rating = np.bincount(key, np.log1p(rating), minlength=size) / count
@@ -182,7 +183,7 @@ class FeatureTables:
 
 
 def _triple_key(user: np.ndarray, domain_code: np.ndarray, item: np.ndarray) -> np.ndarray:
-    return (user.astype(np.int64) * len(DOMAINS) + domain_code) * 2**31 + item
+    return user_domain_group(user, domain_code) * 2**31 + item
 
 
 def feature_tables(interactions: pd.DataFrame, *, cutoff: int, label_window: str | None,
@@ -245,25 +246,25 @@ def join_features(candidates: pd.DataFrame, tables: FeatureTables, *, newcomers:
             values[mine] = _take(tables.items[domain_name][name], item[mine], np.nan)
         columns[name] = values
     users = tables.users
-    other = 1 - code
-    for name, table, domain_of_row, fill in (("user_count_domain", "count", code, 0.0),
-                                             ("user_count_other", "count", other, 0.0),
-                                             ("user_idle_days_domain", "idle_domain", code, np.nan),
-                                             ("user_rating_domain", "rating", code, np.nan),
-                                             ("user_mainstream", "mainstream", code, np.nan)):
-        flat = users[table].ravel()  # (user, domain) -> user * n_domains + domain
-        columns[name] = _take(flat, user * len(DOMAINS) + domain_of_row, fill)
+    # rows of the raveled users x domains tables: the row's own domain, and the other
+    own, other = user_domain_group(user, code), user_domain_group(user, 1 - code)
+    for name, table, group, fill in (("user_count_domain", "count", own, 0.0),
+                                     ("user_count_other", "count", other, 0.0),
+                                     ("user_idle_days_domain", "idle_domain", own, np.nan),
+                                     ("user_rating_domain", "rating", own, np.nan),
+                                     ("user_mainstream", "mainstream", own, np.nan)):
+        columns[name] = _take(users[table].ravel(), group, fill)
     columns["user_count_7d"] = _take(users["user_count_7d"], user, 0.0)
     columns["user_idle_days"] = _take(users["user_idle_days"], user, np.nan)
     if newcomers:  # their events in the row's domain hidden: the other domain's are all they have
         for name, fill in (("user_count_domain", 0.0), ("user_idle_days_domain", np.nan),
                            ("user_rating_domain", np.nan), ("user_mainstream", np.nan)):
             columns[name] = np.full(n_rows, fill, dtype=np.float32)
-        columns["user_count_7d"] = _take(users["count_7d"].ravel(), user * len(DOMAINS) + other, 0.0)
-        columns["user_idle_days"] = _take(users["idle_domain"].ravel(), user * len(DOMAINS) + other, np.nan)
+        columns["user_count_7d"] = _take(users["count_7d"].ravel(), other, 0.0)
+        columns["user_idle_days"] = _take(users["idle_domain"].ravel(), other, np.nan)
     columns["domain_code"] = code.astype(np.float32)
     score = columns["als_score"]
-    best = pd.Series(score).groupby(user * len(DOMAINS) + code).transform("max").to_numpy()
+    best = pd.Series(score).groupby(own).transform("max").to_numpy()
     columns["als_score_gap"] = (best - score).astype(np.float32)  # how far below the user's best candidate
     # Taste match without popularity: ALS scores grow with item popularity, the cosine does not.
     norms = columns["als_user_norm"] * columns["als_item_norm"]
