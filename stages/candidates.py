@@ -103,10 +103,11 @@ def popular_items(events: pd.DataFrame, *, cutoff: int, days: float, n_items: in
 
     Items with no event before the cut-off are left out.
     """
-    before = events[events[TS] < cutoff]
-    recent = before[before[TS] >= cutoff - int(days * NS_PER_DAY)]
-    recent_count = np.bincount(recent[ITEM_IDX].to_numpy(), minlength=n_items)
-    total_count = np.bincount(before[ITEM_IDX].to_numpy(), minlength=n_items)
+    ts, item = events[TS].to_numpy(), events[ITEM_IDX].to_numpy()
+    before = ts < cutoff
+    recent = before & (ts >= cutoff - int(days * NS_PER_DAY))
+    recent_count = np.bincount(item[recent], minlength=n_items)
+    total_count = np.bincount(item[before], minlength=n_items)
     order = np.lexsort((np.arange(n_items), -total_count, -recent_count))
     return order[total_count[order] > 0].astype(np.int32)
 
@@ -121,10 +122,11 @@ def recent_taste(events: pd.DataFrame, user_factors: np.ndarray, *, cutoff: int,
     Returns:
         items x factors, float32.
     """
-    recent = events[(events[TS] < cutoff) & (events[TS] >= cutoff - int(days * NS_PER_DAY))]
-    recent = recent.drop_duplicates([USER_IDX, ITEM_IDX])
-    rows, cols = recent[ITEM_IDX].to_numpy(), recent[USER_IDX].to_numpy()
-    taken = sp.csr_matrix((np.ones(len(recent), np.float32), (rows, cols)), shape=(n_items, user_factors.shape[0]))
+    ts = events[TS].to_numpy()
+    recent = (ts < cutoff) & (ts >= cutoff - int(days * NS_PER_DAY))
+    rows, cols = events[ITEM_IDX].to_numpy()[recent], events[USER_IDX].to_numpy()[recent]
+    taken = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_items, user_factors.shape[0]))
+    taken.data[:] = 1.0  # a user counts once per item: the constructor summed repeated pairs
     return np.asarray(taken @ user_factors, dtype=np.float32)
 
 
@@ -451,6 +453,14 @@ def read_popular(directory: str | Path, fold: str, domain: str) -> np.ndarray:
     return frame.loc[frame[DOMAIN] == domain].sort_values("rank")[ITEM_IDX].to_numpy()
 
 
+def _events_before(interactions: pd.DataFrame, domain: str, cutoff: int) -> pd.DataFrame:
+    """The domain's events before the cut-off, in the columns the item tables read: arrays masked once, where a
+    boolean selection of the whole frame took pandas 3.7 s at full size for both domains."""
+    keep = (interactions[DOMAIN] == domain).to_numpy() & (interactions[TS].to_numpy() < cutoff)
+    columns = (USER_IDX, ITEM_IDX, TS, RATING)
+    return pd.DataFrame({column: interactions[column].to_numpy()[keep] for column in columns}, copy=False)
+
+
 def _by_domain(arrays: dict[str, np.ndarray], column: str, *, with_rank: bool = False) -> pd.DataFrame:
     """One long table of per-domain arrays: domain, [rank from 1,] column."""
     frame = pd.DataFrame({DOMAIN: pd.Categorical(np.repeat(list(arrays), [len(a) for a in arrays.values()]),
@@ -520,7 +530,7 @@ def main(argv: list[str]) -> None:
     parts, newcomer_parts, fold_users, fold_popular = [], [], {}, {}
     for domain in DOMAINS:
         cols = domain_cols[domain]
-        domain_events = interactions[interactions[DOMAIN] == domain]
+        domain_events = _events_before(interactions, domain, cutoff)
         users = target_users(args.fold, domain, interactions, read_target_idx(users_map, domain),
                              max_users=params["max_labelled_users"], seed=params["seed"])
         popular = popular_items(domain_events, cutoff=cutoff, days=params["popular_days"], n_items=len(cols))

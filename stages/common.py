@@ -91,6 +91,41 @@ def user_domain_group(users: np.ndarray, domain_codes: np.ndarray) -> np.ndarray
     return users.astype(np.int64) * len(DOMAINS) + domain_codes
 
 
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """np.argsort(keys, kind="stable") of integer keys, through numpy's vectorised sort where possible.
+
+    When a key (less the smallest) and its position fit together in 64 bits, both are packed into one uint64,
+    key above position, and that array is sorted: equal keys come out in the order of their positions, as a
+    stable sort leaves them. numpy's argsort has no vectorised kernel here; on 50M keys of 37 bits this took
+    2.0 s against 10.1 s. Other keys fall back to np.argsort.
+    """
+    keys = np.asarray(keys)
+    n = len(keys)
+    if n == 0 or keys.dtype.kind not in "iu":
+        return np.argsort(keys, kind="stable")
+    low = keys.min()
+    span = int(keys.max()) - int(low)
+    position_bits = max((n - 1).bit_length(), 1)
+    if span.bit_length() + position_bits > 64:
+        return np.argsort(keys, kind="stable")
+    packed = keys.astype(np.uint64)
+    packed -= np.uint64(int(low) % 2**64)  # modulo 2**64 on both sides: key - low, also for negative keys
+    packed <<= np.uint64(position_bits)
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    packed &= np.uint64((1 << position_bits) - 1)
+    return packed.view(np.int64)
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique(values): the distinct values, sorted, found by a sort and a comparison of neighbours.
+
+    numpy 2.3's np.unique hashes integer values, which is slow when most of them are distinct: 9.8 s against
+    0.12 s for this on 8M distinct int64 keys (the labels of a full-size fold)."""
+    ordered = np.sort(np.asarray(values))
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
 def domain_matrix(matrix, items: pd.DataFrame, domain: str):
     """The users x items CSR of one domain, columns in item_idx order, cut from a merged matrix.
 

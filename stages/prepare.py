@@ -24,8 +24,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER, WINDOW, WINDOW_NAMES,
-                           PipelineError, check_section, load_params, run_stage, section_params, write_json,
-                           write_parquet)
+                           PipelineError, check_section, load_params, run_stage, section_params, stable_argsort,
+                           write_json, write_parquet)
 
 log = logging.getLogger("pipeline.prepare")
 
@@ -117,26 +117,19 @@ def check_timestamps(ts: np.ndarray, name: str) -> None:
                                 f"{pd.Timestamp(int(high)).date()})")
 
 
-def _mix64(values: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each value (splitmix64's finaliser): equal values, equal hashes."""
-    x = values.view(np.uint64) if values.dtype.itemsize == 8 else values.astype(np.uint64)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
 def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame, int]:
     """Union train and test history: exact copies dropped, repeated (user, item) pairs aggregated.
 
     A repeated pair keeps its last timestamp and the sum of its ratings (both are counts of events).
     Done with single-key sorts in numpy: pandas' drop_duplicates and groupby over four columns, and then a
-    three-key lexsort, took most of this stage's time and memory at full size. Exact copies are found by
-    sorting a hash of the whole row and comparing neighbours' values (a hash collision cannot drop a row that
-    is not a copy).
+    three-key lexsort, took most of this stage's time and memory at full size. The rows are sorted once, by
+    (user, item) pair; a row is an exact copy when an earlier row of its pair has its timestamp and rating.
+    The pairs are put back in the order of their first rows before the sort by time, so that a file already
+    in time order (the hackathon's) needs almost none.
 
     Returns:
-        (one row per (user, item) sorted by time, number of pairs that were aggregated)
+        (one row per (user, item) sorted by time, ties in the order of the pairs' first rows; number of pairs
+        that were aggregated)
     """
     user = np.concatenate([p[USER].to_numpy(np.int64) for p in parts])
     item = np.concatenate([p[ITEM].to_numpy(np.int64) for p in parts])
@@ -146,34 +139,59 @@ def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame
     item_codes, item_uniques = pd.factorize(item)
     pair = user_codes.astype(np.int64) * max(len(item_uniques), 1) + item_codes  # exact for any int64 ids
     del user_codes, item_codes
-    row_hash = _mix64(pair) ^ _mix64(_mix64(ts) + _mix64(rating))
-    order = np.argsort(row_hash)
-    row_hash = row_hash[order]
-    copy = row_hash[1:] == row_hash[:-1]
-    del row_hash
-    for column in (pair, ts, rating):
-        in_order = column[order]
-        copy &= in_order[1:] == in_order[:-1]
-        del in_order
-    kept = order[~np.r_[False, copy]]
-    del order, copy
-    kept = kept[np.argsort(pair[kept], kind="stable")]
-    pair_kept = pair[kept]
-    starts = np.flatnonzero(np.r_[True, pair_kept[1:] != pair_kept[:-1]]) if len(kept) else np.array([], int)
-    del pair_kept, pair
-    sizes = np.diff(np.r_[starts, len(kept)])
+    by_pair = stable_argsort(pair)  # each pair's rows together, in their input order
+    pair = pair[by_pair]
+    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.array([], np.int64)
+    del pair
+    n_rows = len(ts)
+    ts_by_pair, rating_by_pair = ts[by_pair], rating[by_pair]
+    del ts, rating
+    kept = ~_exact_copies(starts, ts_by_pair, rating_by_pair)
+    ts_kept, rating_kept = ts_by_pair[kept], rating_by_pair[kept]
+    del ts_by_pair, rating_by_pair
+    # The first row of a pair is never a copy, so each pair still starts a run of kept rows.
+    is_start = np.zeros(n_rows, dtype=bool)
+    is_start[starts] = True
+    kept_starts = np.flatnonzero(is_start[kept])
+    del is_start, kept
+    sizes = np.diff(np.r_[kept_starts, len(ts_kept)])
     n_repeated = int((sizes > 1).sum())
     if n_repeated:
         log.warning("%s: %d (user, item) pairs occur in more than one row; aggregated (rating summed, "
                     "last timestamp kept)", name, n_repeated)
-    first = kept[starts]
-    merged_ts = np.maximum.reduceat(ts[kept], starts) if len(kept) else ts[:0]
-    merged_rating = np.add.reduceat(rating[kept], starts) if len(kept) else rating[:0]
-    del kept
-    by_time = np.argsort(merged_ts, kind="stable")  # ties stay in (user, item) order of first appearance
+    merged_ts = np.maximum.reduceat(ts_kept, kept_starts) if len(ts_kept) else ts_kept
+    merged_rating = np.add.reduceat(rating_kept, kept_starts) if len(ts_kept) else rating_kept
+    first = by_pair[starts]  # the input row that stands for each pair
+    del by_pair, ts_kept, rating_kept
+    # Pairs back in the order of their first rows: a scatter by row, not a sort.
+    pair_at_row = np.full(n_rows, -1, dtype=np.int64)
+    pair_at_row[first] = np.arange(len(first))
+    in_input_order = pair_at_row[pair_at_row >= 0]
+    del pair_at_row
+    first, merged_ts, merged_rating = first[in_input_order], merged_ts[in_input_order], merged_rating[in_input_order]
+    by_time = np.argsort(merged_ts, kind="stable")  # a merge of sorted runs when the input is in time order
     first = first[by_time]
     return pd.DataFrame({USER: user[first], ITEM: item[first], TS: merged_ts[by_time],
                          RATING: merged_rating[by_time]}), n_repeated
+
+
+def _exact_copies(starts: np.ndarray, ts: np.ndarray, rating: np.ndarray) -> np.ndarray:
+    """Per row of rows grouped by pair (each group from `starts`, rows in input order): whether an earlier row of
+    its group has the same timestamp and rating. Pairs of two rows (every test row that repeats a train row) are
+    compared directly; the rare larger groups by a sort of their own rows."""
+    copy = np.zeros(len(ts), dtype=bool)
+    sizes = np.diff(np.r_[starts, len(ts)])
+    two = starts[sizes == 2]
+    copy[two + 1] = (ts[two + 1] == ts[two]) & (rating[two + 1] == rating[two])
+    large = sizes > 2
+    if large.any():
+        rows = np.flatnonzero(np.repeat(large, sizes))
+        group = np.repeat(np.flatnonzero(large), sizes[large])
+        order = np.lexsort((rows, rating[rows], ts[rows], group))  # equal rows together, the earliest first
+        rows, group = rows[order], group[order]
+        same = (group[1:] == group[:-1]) & (ts[rows[1:]] == ts[rows[:-1]]) & (rating[rows[1:]] == rating[rows[:-1]])
+        copy[rows[1:][same]] = True
+    return copy
 
 
 def time_windows(end_ns: int, *, horizon_days: float) -> dict[str, int]:

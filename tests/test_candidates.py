@@ -59,10 +59,11 @@ def test_cross_domain_user_gets_als_candidates_and_seen_items_never_appear():
 
 def test_recent_taste_sums_the_vectors_of_recent_users():
     user_factors = np.array([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]], dtype=np.float32)
-    events = pd.DataFrame({"user_idx": [0, 1, 1, 2], "item_idx": [0, 0, 1, 1],
-                           "timestamp": [T0 - DAY, T0 - 2 * DAY, T0 - 2 * DAY, T0 - 30 * DAY]})
+    events = pd.DataFrame({"user_idx": [0, 1, 1, 1, 2], "item_idx": [0, 0, 1, 0, 1],
+                           "timestamp": [T0 - DAY, T0 - 2 * DAY, T0 - 2 * DAY, T0 - 3 * DAY, T0 - 30 * DAY]})
     taste = recent_taste(events, user_factors, cutoff=T0, days=7, n_items=3)
-    assert taste.tolist() == [[1.0, 2.0], [0.0, 2.0], [0.0, 0.0]]  # user 2's event is too old
+    # user 2's event is too old; user 1 took item 0 twice and counts once
+    assert taste.tolist() == [[1.0, 2.0], [0.0, 2.0], [0.0, 0.0]]
 
 
 def test_taste_plays_weighs_each_taker_by_rating_per_1000_of_the_domains_ratings():

@@ -46,6 +46,34 @@ def test_merge_history_drops_copies_and_aggregates_repeats(caplog):
     assert "1 (user, item) pairs" in caplog.text
 
 
+def test_merge_history_finds_copies_among_three_rows_of_a_pair_and_keeps_first_appearance_on_ties():
+    # item 10: two train rows and, in test, a copy of the first one that the second sits between
+    train = validate_interactions(smm_frame([(1_000_002, 12, 2, 1.5), (1_000_001, 10, 0, 1.5), (1_000_001, 10, 1, 2.8),
+                                             (1_000_003, 13, 2, 1.5)]), domain="smm", name="t")
+    test = validate_interactions(smm_frame([(1_000_001, 10, 0, 1.5)]), domain="smm", name="t")
+    events, n_repeated = merge_history([train, test], name="t")
+    assert n_repeated == 1
+    # the copy of (10, day 0) is dropped, the repeat (10, day 1) is summed; day-2 ties keep the input order
+    assert events[["item_id", "timestamp", "rating"]].values.tolist() == [
+        [10, T0 + DAY, 4.3], [12, T0 + 2 * DAY, 1.5], [13, T0 + 2 * DAY, 1.5]]
+
+
+def test_merge_history_agrees_with_a_plain_pandas_merge_on_random_rows():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        rows = pd.DataFrame({"user_id": rng.integers(1, 4, n), "item_id": rng.integers(1, 4, n),
+                             "timestamp": T0 + rng.integers(0, 3, n) * DAY, "rating": rng.integers(1, 3, n) * 1.5})
+        parts = [rows, rows.sample(frac=0.5, random_state=int(rng.integers(1000)))]
+        events, n_repeated = merge_history(parts, name="t")
+        pairs = (pd.concat(parts).drop_duplicates().groupby(["user_id", "item_id"])
+                 .agg(timestamp=("timestamp", "max"), rating=("rating", "sum"), rows=("rating", "size")))
+        assert n_repeated == int((pairs["rows"] > 1).sum())
+        assert events["timestamp"].is_monotonic_increasing
+        got = events.set_index(["user_id", "item_id"]).sort_index()
+        assert got[["timestamp", "rating"]].equals(pairs[["timestamp", "rating"]])
+
+
 def test_windows_split_history_early_label_holdout():
     end = T0 + 30 * DAY  # windows of 7 days: early from day 9 (+1 ns), label from 16, holdout from 23
     windows = time_windows(end, horizon_days=7)

@@ -1,0 +1,20 @@
+import numpy as np
+import pytest
+
+from stages.common import sorted_unique, stable_argsort
+
+
+@pytest.mark.parametrize("low, high, n", [(0, 3, 1000), (0, 2**40, 1000), (-5, 5, 1000), (-2**40, 2**40, 999),
+                                          (0, 2**62, 1000), (0, 7, 1), (0, 7, 0)])
+def test_stable_argsort_is_numpys_stable_argsort(low, high, n):
+    # (0, 2**62): key and position do not fit in 64 bits together, the fallback path
+    keys = np.random.default_rng(n).integers(low, high, size=n)
+    assert np.array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
+    if high < 2**31 and low > -2**31:
+        assert np.array_equal(stable_argsort(keys.astype(np.int32)), np.argsort(keys, kind="stable"))
+
+
+def test_sorted_unique_is_numpys_unique():
+    values = np.random.default_rng(0).integers(0, 50, size=500)
+    assert np.array_equal(sorted_unique(values), np.unique(values))
+    assert len(sorted_unique(values[:0])) == 0
