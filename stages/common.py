@@ -96,8 +96,9 @@ def stable_argsort(keys: np.ndarray) -> np.ndarray:
 
     When a key (less the smallest) and its position fit together in 64 bits, both are packed into one uint64,
     key above position, and that array is sorted: equal keys come out in the order of their positions, as a
-    stable sort leaves them. numpy's argsort has no vectorised kernel here; on 50M keys of 37 bits this took
-    2.0 s against 10.1 s. Other keys fall back to np.argsort.
+    stable sort leaves them. numpy sorts far faster than it argsorts here (50M random uint64: 1.6 s against
+    6.6 s); on 50M keys of 37 bits this function took 3.2 s against 11.0 s for np.argsort(kind="stable").
+    Other keys fall back to np.argsort.
     """
     keys = np.asarray(keys)
     n = len(keys)
@@ -121,7 +122,7 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     """np.unique(values): the distinct values, sorted, found by a sort and a comparison of neighbours.
 
     numpy 2.3's np.unique hashes integer values, which is slow when most of them are distinct: 9.8 s against
-    0.12 s for this on 8M distinct int64 keys (the labels of a full-size fold)."""
+    0.12 s for this on 8M random int64 keys; it took 8.6 s of features train at full size, on the label keys."""
     ordered = np.sort(np.asarray(values))
     return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
 
