@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from stages.cold_split import best_rows, blended_rank, fill_top_k, final_order, recommend_domain, segment_users
+from stages.cold_split import (best_rows, blended_rank, fill_top_k, final_order, place_in_group, recommend_domain,
+                               segment_users)
 from stages.common import PipelineError
 
 
@@ -105,6 +106,20 @@ def test_best_rows_keeps_the_best_popular_candidates_by_score_of_the_users_asked
     assert kept[["user_idx", "item_idx"]].values.tolist() == [[0, 1], [1, 1], [1, 4]]  # user 1's best popular
     kept = best_rows(chunk, scores, 1, ("final",), ranked_popular=np.array([False, True]), all_popular=True)
     assert kept[["user_idx", "item_idx"]].values.tolist() == [[0, 1], [1, 1], [1, 3], [1, 4]]
+
+
+def test_place_in_group_is_the_place_in_a_lexsort_by_group_then_order_with_ties_in_row_order():
+    rng = np.random.default_rng(5)
+    group = rng.integers(-3, 40, 2000)  # unsorted, negative too
+    order = rng.integers(0, 6, 2000).astype(np.float64)  # many ties
+    order[rng.random(2000) < 0.1] = np.inf
+    ranked = np.lexsort((order, group))
+    expected = np.empty(len(group), dtype=np.int64)
+    for g in np.unique(group):
+        rows = ranked[group[ranked] == g]
+        expected[rows] = np.arange(len(rows))
+    np.testing.assert_array_equal(place_in_group(group, order), expected)
+    assert len(place_in_group(group[:0], order[:0])) == 0
 
 
 def test_blended_rank_is_the_mean_of_the_places_by_score_and_by_popularity_per_group():

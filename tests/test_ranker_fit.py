@@ -6,7 +6,7 @@ from stages.common import PipelineError
 from stages.features import FEATURES
 from stages import ranker_fit
 from stages.ranker_fit import (compile_models, fit_ranker, learning_folds, newcomer_folds, positive_groups,
-                               score_candidates, training_rows)
+                               row_major_matrix, score_candidates, training_rows)
 
 PARAMS = dict(n_estimators=50, learning_rate=0.1, num_leaves=7, min_child_samples=5, truncation_level=10,
               early_stopping_rounds=10, valid_share=0.25, seed=1)
@@ -57,6 +57,16 @@ def test_compiled_models_score_as_lightgbm_with_missing_values(monkeypatch):
     assert len(compiled) == 2
     native, own = score_candidates(boosters, meta, test, compiled), score_candidates(boosters, meta, test)
     assert np.abs(native - own).max() < 1e-9 and own.std() > 0.01
+
+def test_row_major_matrix_holds_the_frames_values_in_row_order_across_blocks():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.random(7).astype(np.float32), "b": rng.integers(0, 9, 7).astype(np.int16),
+                          "c": np.r_[np.nan, rng.random(6)], "skipped": np.arange(7)})
+    matrix = row_major_matrix(frame, ["c", "a", "b"], block_rows=3)  # blocks 3 + 3 + 1 rows
+    assert matrix.flags.c_contiguous and matrix.dtype == np.float64
+    np.testing.assert_array_equal(matrix, frame[["c", "a", "b"]].to_numpy(dtype=np.float64))
+    assert row_major_matrix(frame.iloc[:0], ["a", "b"]).shape == (0, 2)
+
 
 def test_same_seed_same_model():
     a, _ = fit_ranker(_features(), **PARAMS)
