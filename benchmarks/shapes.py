@@ -1,6 +1,6 @@
 """Benchmark: the holdout metrics of the three sample shapes that issue 3 judges, two seeds each, as one table.
 
-    python -m benchmarks.shapes [--seeds 42,7] [--shapes default,popularity,strong-taste] [--oracle]
+    python -m benchmarks.shapes [--seeds 42,7] [--shapes default,popularity,strong-taste,taste=0.7] [--oracle]
                                 [--set als.factors=64 ...] [--workdir /tmp/recsys-shapes] [--keep]
 
 Each (shape, seed) gets a fresh copy of the project (code, dvc.yaml, params.yaml with the shape's `sample.*` keys
@@ -12,7 +12,8 @@ times sum to 533 s), 113-180 s on 2026-12-07 (825 s), with `--oracle`. Then it r
 and the candidate recall, then NDCG@10 per model, domain and segment. `--oracle` also runs `benchmarks.oracle` in
 each copy and adds its knowable and counted ceilings as multiples of the best baseline. `--set section.key=value`
 (repeatable) changes a param of every run, so that a change is judged on all six at once: run once without it and
-once with it, and compare the two tables.
+once with it, and compare the two tables. A shape `taste=<x>` is the default shape with `sample.taste_strength`
+x: `--shapes taste=0.7,taste=0.8` shows how the +10% target depends on how strong "strong taste" is.
 """
 from __future__ import annotations
 
@@ -38,6 +39,22 @@ SHAPES = {
     "strong-taste": {"sample.taste_strength": 0.9},
 }
 TARGET_LEAD = 1.10  # issue 3: final >= 1.10 x the best baseline
+TASTE_SHAPE = "taste="  # a shape named taste=<x>: the default shape with sample.taste_strength x
+
+
+def shape_keys(shape: str) -> dict:
+    """The sample.* keys a shape sets: those of SHAPES, or for "taste=<x>" sample.taste_strength x (0..1)."""
+    if shape in SHAPES:
+        return SHAPES[shape]
+    if shape.startswith(TASTE_SHAPE):
+        try:
+            strength = float(shape[len(TASTE_SHAPE):])
+        except ValueError:
+            strength = None
+        if strength is not None and 0.0 <= strength <= 1.0:
+            return {"sample.taste_strength": strength}
+    raise ValueError(f"unknown shape {shape!r}: the shapes are {', '.join(SHAPES)}, or {TASTE_SHAPE}<x> with x "
+                     "from 0 to 1 (the default shape with that sample.taste_strength)")
 
 
 def ndcg(metrics: dict, domain: str, segment: str) -> float:
@@ -150,7 +167,8 @@ def run_shape(project: Path, keys: dict, seed: int, log: Path, with_oracle: bool
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="42,7")
-    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
+    parser.add_argument("--shapes", default=",".join(SHAPES),
+                        help=f"of {', '.join(SHAPES)}, or {TASTE_SHAPE}<x> (the default shape, taste_strength x)")
     parser.add_argument("--oracle", action="store_true", help="add benchmarks.oracle's ceilings (about 20 s a run)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change a param of every run, e.g. als.factors=64 (repeatable)")
@@ -158,9 +176,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep each run's project copy")
     args = parser.parse_args()
     shapes = args.shapes.split(",")
-    unknown = [s for s in shapes if s not in SHAPES]
-    if unknown:
-        parser.error(f"unknown shape {', '.join(unknown)}: the shapes are {', '.join(SHAPES)}")
+    try:
+        keys = {shape: shape_keys(shape) for shape in shapes}
+    except ValueError as error:
+        parser.error(str(error))
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
@@ -180,7 +199,7 @@ def main() -> None:
             start = time.perf_counter()
             print(f"{shape} seed {seed}: dvc repro in {project} ...", file=sys.stderr, flush=True)
             runs[(shape, seed)], oracles[(shape, seed)] = run_shape(
-                project, {**SHAPES[shape], **overrides}, seed, workdir / f"{shape}-s{seed}.log", args.oracle)
+                project, {**keys[shape], **overrides}, seed, workdir / f"{shape}-s{seed}.log", args.oracle)
             print(f"{shape} seed {seed}: final {runs[(shape, seed)]['final']['score']:.5f} "
                   f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
             if not args.keep:

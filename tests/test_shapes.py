@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from benchmarks.project import ROOT
-from benchmarks.shapes import SHAPES, judge_run, oracle_ratios, parse_overrides, report
+from benchmarks.shapes import SHAPES, judge_run, oracle_ratios, parse_overrides, report, shape_keys
 
 
 def _metrics(score: float, smm: dict[str, float], zvuk: dict[str, float]) -> dict:
@@ -78,6 +78,14 @@ def test_overrides_are_typed_and_cannot_change_the_shape():
     for bad in ("als.factors", "factors=64", "a.b.c=1", "sample.taste_strength=0.8"):
         with pytest.raises(ValueError):
             parse_overrides([bad])
+
+
+def test_a_taste_shape_is_the_default_with_that_taste_strength_and_others_are_refused():
+    assert shape_keys("strong-taste") == SHAPES["strong-taste"]
+    assert shape_keys("taste=0.7") == {"sample.taste_strength": 0.7}
+    for bad in ("taste=1.5", "taste=strong", "taste=", "medium"):
+        with pytest.raises(ValueError, match="unknown shape"):
+            shape_keys(bad)
 
 
 def test_the_readme_runs_the_same_shapes():
