@@ -10,10 +10,11 @@ times sum to 533 s), 113-180 s on 2026-12-07 (825 s), with `--oracle`. Then it r
 `metrics/candidates.json`, and prints two markdown tables: the score of each model with the targets of issue 3
 (final at least 1.10x the best of popular and ALS-only, no segment below popular, cross-domain users above popular)
 and the candidate recall, then NDCG@10 per model, domain and segment. `--oracle` also runs `benchmarks.oracle` in
-each copy and adds its knowable and counted ceilings as multiples of the best baseline. `--set section.key=value`
-(repeatable) changes a param of every run, so that a change is judged on all six at once: run once without it and
-once with it, and compare the two tables. A shape `taste=<x>` is the default shape with `sample.taste_strength`
-x: `--shapes taste=0.7,taste=0.8` shows how the +10% target depends on how strong "strong taste" is.
+each copy and adds its knowable, inferred and counted ceilings as multiples of the best baseline.
+`--set section.key=value` (repeatable) changes a param of every run, so that a change is judged on all six at once:
+run once without it and once with it, and compare the two tables. A shape `taste=<x>` is the default shape with
+`sample.taste_strength` x: `--shapes taste=0.7,taste=0.8` shows how the +10% target depends on how strong "strong
+taste" is.
 """
 from __future__ import annotations
 

@@ -32,8 +32,7 @@ import scipy.sparse as sp
 from stages.candidates import read_fold_users, read_popular
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, PipelineError, constant_category, domain_matrix,
                            load_params, progress, run_stage, section_params, seen_pairs, stable_argsort,
-                           user_domain_group,
-                           write_parquet)
+                           user_domain_group, write_parquet)
 from stages.ranker_fit import compile_models, load_ranker, score_candidates
 
 log = logging.getLogger("pipeline.cold_split")
