@@ -7,7 +7,7 @@ cache) runs `dvc repro` from nothing: the sample stage writes the raw files, the
 command is wrapped by benchmarks.timed, which logs its wall time and the peak resident set of its process.
 At the largest scale a `ranker.min_child_samples` change is then re-run with `dvc repro`, to show what DVC's
 caching leaves out. Last comes the candidate-scoring comparison of benchmarks.scoring. A benchmark, not a
-test: its four `dvc repro` runs took 3.2 + 4.6 + 7.4 + 13.4 min in the committed results (then come the re-run and
+test: its four `dvc repro` runs took 2.6 + 3.9 + 7.0 + 14.6 min in the committed results (then come the re-run and
 the scoring comparison), and at scale 1 the copy holds the full-size data twice (workspace and DVC cache).
 """
 from __future__ import annotations
