@@ -58,6 +58,7 @@ def test_compiled_models_score_as_lightgbm_with_missing_values(monkeypatch):
     native, own = score_candidates(boosters, meta, test, compiled), score_candidates(boosters, meta, test)
     assert np.abs(native - own).max() < 1e-9 and own.std() > 0.01
 
+
 def test_row_major_matrix_holds_the_frames_values_in_row_order_across_blocks():
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"a": rng.random(7).astype(np.float32), "b": rng.integers(0, 9, 7).astype(np.int16),
