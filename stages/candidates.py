@@ -47,7 +47,7 @@ import scipy.sparse as sp  # noqa: E402
 from stages.common import (COL, DOMAIN, DOMAINS, FOLDS, ITEM_IDX, NS_PER_DAY, RATING, TS,  # noqa: E402
                            UNUSED_FOLD_MARKER, USER_IDX, WINDOW, constant_category, domain_matrix, fold_cutoff,
                            fold_label_window, load_params, other_domain, read_json, read_target_idx, run_stage,
-                           section_params, seen_pairs, write_parquet)
+                           run_starts, section_params, seen_pairs, write_parquet)
 from stages.als_fit import solve_users  # noqa: E402
 
 log = logging.getLogger("pipeline.candidates")
@@ -329,7 +329,7 @@ def make_candidates(users: np.ndarray, seen: sp.csr_matrix, user_factors: np.nda
     keys = {name: u.astype(np.int64) * n_items + i for name, (u, i, _) in sources.items()}
     union = np.concatenate(list(keys.values()))
     union.sort()
-    union = union[np.r_[True, union[1:] != union[:-1]]] if len(union) else union
+    union = union[run_starts(union)]
     cands = pd.DataFrame({USER_IDX: (union // n_items).astype(np.int32),
                           ITEM_IDX: (union % n_items).astype(np.int32)})
     for name, (_, _, rank) in sources.items():

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from stages.candidates import read_fold_users, read_popular
 from stages.common import (DOMAIN, DOMAINS, ITEM_IDX, K, USER_IDX, PipelineError, constant_category, domain_matrix,
-                           load_params, progress, run_stage, section_params, seen_pairs, stable_argsort,
+                           load_params, progress, run_stage, run_starts, section_params, seen_pairs, stable_argsort,
                            user_domain_group, write_parquet)
 from stages.ranker_fit import compile_models, load_ranker, score_candidates
 
@@ -160,7 +160,7 @@ def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, see
         lists_item.append(i[finished])
         todo, head_length = todo[~done], head_length * 4
     user, item = np.concatenate(lists_user), np.concatenate(lists_item)
-    by_user = np.argsort(user, kind="stable")  # each user's items keep their order
+    by_user = stable_argsort(user)  # each user's items keep their order
     user, item = user[by_user], item[by_user]
     return pd.DataFrame({USER_IDX: user.astype(np.int32), "rank": (_position_in_run(user) + 1).astype(np.int8),
                          ITEM_IDX: item.astype(np.int32)})
@@ -168,29 +168,40 @@ def fill_top_k(ranked: pd.DataFrame, users: np.ndarray, popular: np.ndarray, see
 
 def _first_k_distinct(user: np.ndarray, item: np.ndarray, order: np.ndarray, users: np.ndarray, head: np.ndarray,
                       seen: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per user of `users` (sorted): the ranked rows by order, then the unseen items of `head`; the first k
-    distinct items, as (user, item) arrays sorted by user, list order within a user. Plain numpy sorts:
-    pandas sort/drop_duplicates/groupby on millions of rows took minutes at full size."""
-    fallback_user, fallback_item = np.repeat(users, len(head)), np.tile(head, len(users)).astype(np.int64)
+    """Per user of `users` (sorted; every ranked row is of one of them): the ranked rows by order, then the
+    unseen items of `head`; the first k distinct items, as (user, item) arrays sorted by user, list order
+    within a user. Plain numpy sorts: pandas sort/drop_duplicates/groupby on millions of rows took minutes at
+    full size."""
+    by_order = np.argsort(order, kind="stable")
+    by_user_then_order = by_order[stable_argsort(user[by_order])]
+    user, item = _first_of_each_pair(user[by_user_then_order], item[by_user_then_order], seen.shape[1])
+    # Only a user with fewer than k distinct ranked items reaches the popular head; building users x head rows
+    # for every user made this function several times slower.
+    short = users[np.bincount(np.searchsorted(users, user), minlength=len(users)) < k]
+    fallback_user, fallback_item = np.repeat(short, len(head)), np.tile(head, len(short)).astype(np.int64)
     unseen = ~seen_pairs(seen, fallback_user, fallback_item)
+    # The fallback rows are by user, then popularity: a stable sort by user puts them after the user's ranked
+    # rows, which come first in the concatenation.
     user = np.r_[user, fallback_user[unseen]]
     item = np.r_[item, fallback_item[unseen]]
-    order = np.r_[order, np.tile(np.arange(len(head), dtype=np.float64) + 1e9, len(users))[unseen]]
-    by_order = np.lexsort((order, user))
-    user, item = user[by_order], item[by_order]
-    _, first = np.unique(user * seen.shape[1] + item, return_index=True)  # first place of each (user, item)
-    distinct = np.zeros(len(user), dtype=bool)
-    distinct[first] = True
-    user, item = user[distinct], item[distinct]
+    by_user = stable_argsort(user)
+    user, item = _first_of_each_pair(user[by_user], item[by_user], seen.shape[1])
     in_list = _position_in_run(user) < k
     return user[in_list], item[in_list]
 
 
+def _first_of_each_pair(user: np.ndarray, item: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of (user, item) that are the first place of their pair, in their order."""
+    pair = user * n_items + item
+    by_pair = stable_argsort(pair)
+    first = np.zeros(len(pair), dtype=bool)
+    first[by_pair[run_starts(pair[by_pair])]] = True
+    return user[first], item[first]
+
+
 def _position_in_run(sorted_values: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within each run of equal values of a sorted array."""
-    if len(sorted_values) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.r_[0, np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1]
+    starts = run_starts(sorted_values)
     return np.arange(len(sorted_values)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_values)]))
 
 

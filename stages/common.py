@@ -118,13 +118,20 @@ def stable_argsort(keys: np.ndarray) -> np.ndarray:
     return packed.view(np.int64)
 
 
+def run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Positions where a run of equal values begins in a sorted array (0 first, none for an empty array)."""
+    if len(sorted_values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+
+
 def sorted_unique(values: np.ndarray) -> np.ndarray:
     """np.unique(values): the distinct values, sorted, found by a sort and a comparison of neighbours.
 
     numpy 2.3's np.unique hashes integer values, which is slow when most of them are distinct: 9.8 s against
     0.12 s for this on 8M random int64 keys; it took 8.6 s of features train at full size, on the label keys."""
     ordered = np.sort(np.asarray(values))
-    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+    return ordered[run_starts(ordered)]
 
 
 def domain_matrix(matrix, items: pd.DataFrame, domain: str):

@@ -24,8 +24,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER, WINDOW, WINDOW_NAMES,
-                           PipelineError, check_section, load_params, run_stage, section_params, stable_argsort,
-                           write_json, write_parquet)
+                           PipelineError, check_section, load_params, run_stage, run_starts, section_params,
+                           stable_argsort, write_json, write_parquet)
 
 log = logging.getLogger("pipeline.prepare")
 
@@ -141,7 +141,7 @@ def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame
     del user_codes, item_codes
     by_pair = stable_argsort(pair)  # each pair's rows together, in their input order
     pair = pair[by_pair]
-    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.array([], np.int64)
+    starts = run_starts(pair)
     del pair
     n_rows = len(ts)
     ts_by_pair, rating_by_pair = ts[by_pair], rating[by_pair]

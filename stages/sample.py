@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER,
-                           check_section, load_params, other_domain, progress, run_stage, section_params, write_parquet)
+                           check_section, load_params, other_domain, progress, run_stage, run_starts, section_params,
+                           write_parquet)
 
 log = logging.getLogger("pipeline.sample")
 
@@ -211,7 +212,7 @@ def _chunk_pairs(rng: np.random.Generator, members: np.ndarray, n_events: np.nda
     key = user_pos * n_items + item_pos
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    starts = run_starts(sorted_key)
     first = order[starts]
     count = np.diff(np.r_[starts, len(sorted_key)])
     taste = np.maximum.reduceat(from_taste[order].astype(np.int64), starts)

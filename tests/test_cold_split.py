@@ -34,6 +34,28 @@ def test_fill_top_k_walks_the_whole_catalog_for_a_user_who_has_seen_the_popular_
     assert out["item_idx"].tolist() == [35, 36, 37, 38, 39]  # only 5 unseen items exist: all of them
 
 
+def test_fill_top_k_is_a_plain_walk_over_ranked_rows_then_popular_items():
+    # Repeated items, tied orders, seen items, rows of users who are not asked for, users with more than k
+    # ranked items and users with none: each list is the walk a loop would make.
+    rng = np.random.default_rng(4)
+    n_users, n_items, k = 40, 60, 5
+    user = np.repeat(np.arange(n_users), np.arange(n_users) % 9)  # 0 to 8 ranked rows: lists short and long
+    ranked = pd.DataFrame({"user_idx": user, "item_idx": rng.integers(0, n_items // 4, len(user)),
+                           "order": rng.integers(0, 4, len(user)).astype(float)}).sample(frac=1.0, random_state=0)
+    seen = sp.csr_matrix((np.ones(300), (rng.integers(0, n_users, 300), rng.integers(0, n_items, 300))),
+                         shape=(n_users, n_items))
+    popular, users = rng.permutation(n_items), np.arange(0, n_users, 2)
+    out = fill_top_k(ranked, users, popular, seen, k)
+    for user in users:
+        mine = ranked[ranked["user_idx"] == user].sort_values("order", kind="stable")["item_idx"].tolist()
+        expected = []
+        for item in mine + popular.tolist():
+            if len(expected) < k and item not in expected and not seen[user, item]:
+                expected.append(item)
+        assert out[out["user_idx"] == user]["item_idx"].tolist() == expected
+    assert set(out["user_idx"]) == set(users)
+
+
 def test_cold_users_get_popular_even_from_the_final_model():
     features = pd.DataFrame({"user_idx": [0, 0, 1, 1], "item_idx": [3, 4, 3, 4], "als_rank": [2.0, 1.0, 2.0, 1.0]})
     scores = np.array([1.0, 0.0, 1.0, 0.0])  # the ranker prefers item 3

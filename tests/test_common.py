@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stages.common import sorted_unique, stable_argsort
+from stages.common import run_starts, sorted_unique, stable_argsort
 
 
 @pytest.mark.parametrize("low, high, n", [(0, 3, 1000), (0, 2**40, 1000), (-5, 5, 1000), (-2**40, 2**40, 999),
@@ -18,3 +18,10 @@ def test_sorted_unique_is_numpys_unique():
     values = np.random.default_rng(0).integers(0, 50, size=500)
     assert np.array_equal(sorted_unique(values), np.unique(values))
     assert len(sorted_unique(values[:0])) == 0
+
+
+def test_run_starts_are_numpys_first_indices_of_unique():
+    values = np.sort(np.random.default_rng(1).integers(0, 50, size=500))
+    assert np.array_equal(run_starts(values), np.unique(values, return_index=True)[1])
+    assert np.array_equal(run_starts(values[:1]), [0])
+    assert run_starts(values[:0]).dtype == np.int64 and len(run_starts(values[:0])) == 0
