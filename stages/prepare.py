@@ -96,7 +96,7 @@ def validate_interactions(frame: pd.DataFrame, *, domain: str, name: str) -> pd.
     check_timestamps(ids[TS], name)
     normalised = (list(frame.columns) == [USER, ITEM, TS, RATING]
                   and all(frame[c].dtype == np.int64 for c in (USER, ITEM, TS)) and frame[RATING].dtype == np.float64)
-    return frame if normalised else pd.DataFrame({**ids, RATING: rating})
+    return frame if normalised else pd.DataFrame({**ids, RATING: rating}, copy=False)
 
 
 def check_timestamps(ts: np.ndarray, name: str) -> None:
@@ -172,7 +172,7 @@ def merge_history(parts: list[pd.DataFrame], *, name: str) -> tuple[pd.DataFrame
     by_time = np.argsort(merged_ts, kind="stable")  # a merge of sorted runs when the input is in time order
     first = first[by_time]
     return pd.DataFrame({USER: user[first], ITEM: item[first], TS: merged_ts[by_time],
-                         RATING: merged_rating[by_time]}), n_repeated
+                         RATING: merged_rating[by_time]}, copy=False), n_repeated
 
 
 def _exact_copies(starts: np.ndarray, ts: np.ndarray, rating: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from stages.common import (DOMAINS, ITEM, NS_PER_DAY, RATING, RAW_COLUMNS, TS, USER,
                            check_section, load_params, other_domain, progress, run_stage, run_starts, section_params,
-                           write_parquet)
+                           stable_argsort, write_parquet)
 
 log = logging.getLogger("pipeline.sample")
 
@@ -169,9 +169,11 @@ def _make_domain(rng: np.random.Generator, domain: str, users: _Users, n_items: 
     else:
         rating = (n + extra).astype("int64")
     order = np.argsort(t, kind="stable")
-    frame = pd.DataFrame({USER: users.ids[u[order]], ITEM: item_ids[i[order]].astype("int64"), TS: t[order],
-                          RATING: rating[order]})
-    return frame[list(RAW_COLUMNS[domain])]
+    columns = {USER: users.ids[u[order]], ITEM: item_ids[i[order]].astype("int64"), TS: t[order],
+               RATING: rating[order]}
+    # In the file's column order, one array a column: selecting columns of a consolidated frame, at 36M rows,
+    # copied them twice.
+    return pd.DataFrame({name: columns[name] for name in RAW_COLUMNS[domain]}, copy=False)
 
 
 CHUNK_USERS = 20_000
@@ -210,7 +212,7 @@ def _chunk_pairs(rng: np.random.Generator, members: np.ndarray, n_events: np.nda
     # Repeats of a pair become one row at the time of one of its events (the last one would pile rows up at
     # the end of the period); more events -> a higher rating.
     key = user_pos * n_items + item_pos
-    order = np.argsort(key, kind="stable")
+    order = stable_argsort(key)
     sorted_key = key[order]
     starts = run_starts(sorted_key)
     first = order[starts]

@@ -20,6 +20,15 @@ def test_validate_accepts_other_order_extra_columns_and_safe_dtypes():
     assert out.dtypes.astype(str).tolist() == ["int64", "int64", "int64", "float64"]
 
 
+def test_validate_reorders_columns_without_copying_them():
+    # The raw zvuk file (its own column order, integer plays) has 36M rows at full size: copying the columns
+    # into one pandas block, here and in merge_history, cost 0.6 GB of prepare zvuk's peak.
+    frame = zvuk_frame([(1, 10, 0, 2), (2, 11, 1, 3)])
+    out = validate_interactions(frame, domain="zvuk", name="train_zvuk.parquet")
+    for column in ("user_id", "item_id", "timestamp"):
+        assert np.shares_memory(out[column].to_numpy(), frame[column].to_numpy()), column
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda f: f.drop(columns="rating"), "train_smm.parquet: missing column rating"),
     (lambda f: f.assign(item_id=["a"]), "train_smm.parquet: column item_id must be integer"),
