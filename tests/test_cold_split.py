@@ -39,9 +39,9 @@ def test_fill_top_k_is_a_plain_walk_over_ranked_rows_then_popular_items():
     # ranked items and users with none: each list is the walk a loop would make.
     rng = np.random.default_rng(4)
     n_users, n_items, k = 40, 60, 5
-    user = np.repeat(np.arange(n_users), np.arange(n_users) % 9)  # 0 to 8 ranked rows: lists short and long
-    ranked = pd.DataFrame({"user_idx": user, "item_idx": rng.integers(0, n_items // 4, len(user)),
-                           "order": rng.integers(0, 4, len(user)).astype(float)}).sample(frac=1.0, random_state=0)
+    owner = np.repeat(np.arange(n_users), np.arange(n_users) % 9)  # 0 to 8 ranked rows: lists short and long
+    ranked = pd.DataFrame({"user_idx": owner, "item_idx": rng.integers(0, n_items // 4, len(owner)),
+                           "order": rng.integers(0, 4, len(owner)).astype(float)}).sample(frac=1.0, random_state=0)
     seen = sp.csr_matrix((np.ones(300), (rng.integers(0, n_users, 300), rng.integers(0, n_items, 300))),
                          shape=(n_users, n_items))
     popular, users = rng.permutation(n_items), np.arange(0, n_users, 2)
