@@ -31,7 +31,7 @@ import yaml
 
 from benchmarks.project import copy_project, dvc_env, set_param
 from stages.cold_split import MODELS, SEGMENTS
-from stages.common import DOMAINS
+from stages.common import DOMAINS, PipelineError, check_section
 
 # The shapes of README "Sample shapes": the sample.* keys each one sets (the rest are params.yaml's).
 SHAPES = {
@@ -50,10 +50,10 @@ def shape_keys(shape: str) -> dict:
     if shape.startswith(TASTE_SHAPE):
         try:
             strength = float(shape[len(TASTE_SHAPE):])
-        except ValueError:
-            strength = None
-        if strength is not None and 0.0 <= strength <= 1.0:
+            check_section("sample", taste_strength=strength)  # the range params.yaml allows
             return {"sample.taste_strength": strength}
+        except (ValueError, PipelineError):
+            pass
     raise ValueError(f"unknown shape {shape!r}: the shapes are {', '.join(SHAPES)}, or {TASTE_SHAPE}<x> with x "
                      "from 0 to 1 (the default shape with that sample.taste_strength)")
 
