@@ -251,14 +251,19 @@ def _pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return user[keep], item[keep].astype(np.int32), rank[keep]
 
 
+# Rows per chunk of the row dots: the gathered rows of a chunk (a few MB) are still in cache when the products read
+# them. With 1M-row chunks they went out to memory and back: 4x the time on 20M rows (docs/experiments.md).
+ROW_DOTS_CHUNK = 16_384
+
+
 def _row_dots(left: np.ndarray, right: np.ndarray, rows_left: np.ndarray, rows_right: np.ndarray,
-              chunk: int = 1_000_000) -> np.ndarray:
+              chunk: int = ROW_DOTS_CHUNK) -> np.ndarray:
     """left[rows_left[k]] . right[rows_right[k]] for every k, a chunk at a time (no n x factors copies)."""
     return _row_dots_many(left, [right], rows_left, rows_right, chunk)[0]
 
 
 def _row_dots_many(left: np.ndarray, rights: list[np.ndarray], rows_left: np.ndarray, rows_right: np.ndarray,
-                   chunk: int = 1_000_000) -> list[np.ndarray]:
+                   chunk: int = ROW_DOTS_CHUNK) -> list[np.ndarray]:
     """_row_dots of one left table with each of several right tables: the rows of `left` are gathered once
     (at full size the gathers, not the products, are most of the candidates stage's time)."""
     right = np.hstack(rights) if len(rights) > 1 else rights[0]

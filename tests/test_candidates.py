@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stages.candidates import (lift_profiles, lift_vectors, make_candidates, no_candidates, popular_items,
-                               recent_taste, taken_matrix, target_users, taste_plays, top_n_items)
+from stages.candidates import (_row_dots_many, lift_profiles, lift_vectors, make_candidates, no_candidates,
+                               popular_items, recent_taste, taken_matrix, target_users, taste_plays, top_n_items)
 from tests.conftest import DAY, T0
 
 
@@ -21,6 +21,19 @@ def test_top_n_items_pads_when_too_few_items():
     top, scores = top_n_items(np.ones((1, 2), np.float32), np.ones((3, 2), np.float32),
                               sp.csr_matrix(np.array([[1, 1, 0]])), n=3)
     assert top.tolist() == [[2, -1, -1]] and np.isneginf(scores[0, 1:]).all()
+
+
+def test_row_dots_are_the_same_whatever_the_chunk_and_span_chunk_boundaries():
+    rng = np.random.default_rng(0)
+    left = rng.standard_normal((7, 3)).astype(np.float32)
+    rights = [rng.standard_normal((5, 3)).astype(np.float32) for _ in range(2)]
+    rows_left, rows_right = rng.integers(0, 7, 23), rng.integers(0, 5, 23)
+    expected = [np.einsum("ij,ij->i", left[rows_left], right[rows_right]) for right in rights]
+    for chunk in (1, 4, 23, 1000):  # 23 rows: chunks that divide them, that do not, and one chunk for all
+        got = _row_dots_many(left, rights, rows_left, rows_right, chunk=chunk)
+        for out, want in zip(got, expected):
+            np.testing.assert_allclose(out, want, rtol=1e-6)
+            assert out.dtype == np.float32
 
 
 def test_popular_items_counts_the_recent_window_before_the_cutoff_only():
